@@ -1,0 +1,219 @@
+//! Capturing the assistant's reply text from an upstream response, for the rollout record.
+//!
+//! The response reaches the client untouched and unbuffered; this module only keeps a copy
+//! of the bytes (up to [`MAX_RAW_BYTES`]) and extracts the text once the exchange is over,
+//! off the latency path. It understands a JSON chat completion and an SSE stream of chunks
+//! (reassembling `choices[0].delta.content`), either of them gzip-, deflate- or
+//! identity-encoded: the OpenAI SDKs ask for gzip.
+
+use flate2::read::{GzDecoder, ZlibDecoder};
+use serde_json::Value;
+use std::io::Read;
+
+/// The most response bytes kept for capture; a longer response is captured as `None`.
+pub const MAX_RAW_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+    Unsupported,
+}
+
+/// Accumulates one response for capture.
+#[derive(Debug)]
+pub struct ReplyCapture {
+    is_sse: bool,
+    encoding: Encoding,
+    raw: Vec<u8>,
+    overflowed: bool,
+    max_text_bytes: usize,
+}
+
+impl ReplyCapture {
+    /// `content_type` and `content_encoding` are the upstream response's header values.
+    pub fn new(content_type: &str, content_encoding: &str, max_text_bytes: usize) -> Self {
+        let encoding = match content_encoding.trim().to_ascii_lowercase().as_str() {
+            "" | "identity" => Encoding::Identity,
+            "gzip" | "x-gzip" => Encoding::Gzip,
+            "deflate" => Encoding::Deflate,
+            _ => Encoding::Unsupported,
+        };
+        ReplyCapture {
+            is_sse: content_type
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream"),
+            encoding,
+            raw: Vec::new(),
+            overflowed: false,
+            max_text_bytes,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflowed || self.encoding == Encoding::Unsupported {
+            return;
+        }
+        if self.raw.len() + chunk.len() > MAX_RAW_BYTES {
+            self.overflowed = true;
+            self.raw = Vec::new();
+            return;
+        }
+        self.raw.extend_from_slice(chunk);
+    }
+
+    /// The reply text, capped at `max_text_bytes`; `None` when it cannot be told.
+    pub fn finish(self) -> Option<String> {
+        if self.overflowed {
+            return None;
+        }
+        let decoded = decode(self.encoding, &self.raw)?;
+        let text = if self.is_sse {
+            sse_reply_text(&decoded)
+        } else {
+            json_reply_text(&decoded)
+        }?;
+        Some(cap_text(text, self.max_text_bytes))
+    }
+}
+
+fn decode(encoding: Encoding, raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    // Bounded, so a decompression bomb cannot blow up memory.
+    let limit = MAX_RAW_BYTES as u64 * 4;
+    let res = match encoding {
+        Encoding::Identity => return Some(raw.to_vec()),
+        Encoding::Gzip => GzDecoder::new(raw).take(limit).read_to_end(&mut out),
+        Encoding::Deflate => ZlibDecoder::new(raw).take(limit).read_to_end(&mut out),
+        Encoding::Unsupported => return None,
+    };
+    res.ok().map(|_| out)
+}
+
+/// `choices[0].message.content`, or the tool calls as JSON when there is no content.
+fn json_reply_text(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let msg = v.get("choices")?.get(0)?.get("message")?;
+    match msg.get("content") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => msg.get("tool_calls").map(|t| t.to_string()),
+    }
+}
+
+/// Concatenates `choices[0].delta.content` over the `data:` events of an SSE stream.
+fn sse_reply_text(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    let mut saw_event = false;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim();
+        if data.is_empty() || data == "[DONE]" {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        saw_event = true;
+        if let Some(Value::String(s)) = v
+            .get("choices")
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("delta"))
+            .and_then(|d| d.get("content"))
+        {
+            out.push_str(s);
+        }
+    }
+    saw_event.then_some(out)
+}
+
+/// Truncates to at most `max` bytes on a char boundary, marking a cut with "…".
+pub fn cap_text(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn capture(ct: &str, ce: &str, chunks: &[&[u8]]) -> Option<String> {
+        let mut c = ReplyCapture::new(ct, ce, 1000);
+        for ch in chunks {
+            c.feed(ch);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn json_reply() {
+        let body = br#"{"choices":[{"message":{"role":"assistant","content":"Tomorrow."}}]}"#;
+        assert_eq!(
+            capture("application/json", "", &[&body[..10], &body[10..]]).as_deref(),
+            Some("Tomorrow.")
+        );
+    }
+
+    #[test]
+    fn tool_call_reply() {
+        let body = br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"t"}]}}]}"#;
+        assert_eq!(
+            capture("application/json", "", &[body]).as_deref(),
+            Some(r#"[{"id":"t"}]"#)
+        );
+    }
+
+    #[test]
+    fn sse_reassembly_across_chunk_boundaries() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n\
+                      data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+                      data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n\
+                      data: [DONE]\n\n";
+        let b = stream.as_bytes();
+        let got = capture(
+            "text/event-stream; charset=utf-8",
+            "",
+            &[&b[..30], &b[30..77], &b[77..]],
+        );
+        assert_eq!(got.as_deref(), Some("Hello"));
+    }
+
+    #[test]
+    fn gzip_json() {
+        let body = br#"{"choices":[{"message":{"content":"zipped"}}]}"#;
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(body).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(
+            capture("application/json", "gzip", &[&gz]).as_deref(),
+            Some("zipped")
+        );
+        assert_eq!(capture("application/json", "br", &[&gz]), None);
+    }
+
+    #[test]
+    fn caps_on_char_boundary() {
+        assert_eq!(cap_text("héllo".into(), 2), "h…");
+        assert_eq!(cap_text("abc".into(), 3), "abc");
+        assert_eq!(cap_text("abcd".into(), 0), "…");
+    }
+
+    #[test]
+    fn garbage_is_none() {
+        assert_eq!(capture("application/json", "", &[b"not json"]), None);
+        assert_eq!(capture("text/event-stream", "", &[b"data: nope\n\n"]), None);
+    }
+}

@@ -1,0 +1,265 @@
+//! The Pingora application: every request is routed and answered in `request_filter`
+//! (proxy calls included, see [`crate::proxy`]), and `logging` writes the access log.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::admin::AdminApi;
+use crate::auth::Credentials;
+use crate::config::GatewayConfig;
+use crate::errors::ApiError;
+use crate::routes::{self, Route};
+use crate::sessions::{PublicUrls, Sessions};
+use crate::upstream::Upstream;
+use crate::{proxy, respond};
+
+/// Largest admin API body (session configs and rewards are small).
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
+
+/// Everything the request path shares, built once at start-up.
+pub struct GatewayState {
+    pub config: GatewayConfig,
+    pub sessions: Arc<Sessions>,
+    pub admin: AdminApi,
+    pub upstream: Upstream,
+    pub credentials: Credentials,
+    /// True once state is restored and the listener serves (`/readyz`).
+    pub ready: AtomicBool,
+}
+
+impl GatewayState {
+    pub fn new(config: GatewayConfig) -> Self {
+        let sessions = Arc::new(Sessions::new(config.max_sessions, config.correlation_ttl));
+        let admin = AdminApi {
+            sessions: sessions.clone(),
+            urls: PublicUrls::new(&config.public_url),
+            defaults: config.gepa_defaults.clone(),
+            default_proposer_model: config.proposer.model.clone(),
+        };
+        let credentials = Credentials {
+            admin_tokens: config.admin_tokens.clone(),
+            reward_tokens: config.reward_tokens.clone(),
+            client_keys: config.client_keys.clone(),
+        };
+        GatewayState {
+            upstream: Upstream::new(config.upstream.clone()),
+            sessions,
+            admin,
+            credentials,
+            ready: AtomicBool::new(true),
+            config,
+        }
+    }
+}
+
+/// Per-request facts for the access log.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub started: Instant,
+    pub route: &'static str,
+    pub session_id: Option<String>,
+    pub rollout_id: Option<Arc<str>>,
+    pub candidate_id: Option<String>,
+    pub error_code: Option<&'static str>,
+    pub upstream_ttfb: Option<Duration>,
+    pub upstream_ms: Option<Duration>,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+/// The Pingora service.
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: "unknown",
+            session_id: None,
+            rollout_id: None,
+            candidate_id: None,
+            error_code: None,
+            upstream_ttfb: None,
+            upstream_ms: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Never reached: `request_filter` answers every request itself.
+    async fn upstream_peer(&self, _s: &mut Session, _c: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            ErrorType::InternalError,
+            "every route is answered in request_filter",
+        )
+    }
+
+    /// Routes and answers the request. Always returns `Ok(true)` (the response was sent),
+    /// or `Err` when the client connection must be closed without a further response.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gw = &*self.state;
+        let header = session.req_header();
+        let method = header.method.clone();
+        let path = header.uri.path().to_string();
+        let query = header.uri.query().unwrap_or("").to_string();
+        let route = routes::route(&method, &path);
+        ctx.route = route.name();
+        match route {
+            Route::Proxy {
+                session_id,
+                correlation_id,
+            } => proxy::serve(gw, session, ctx, session_id, correlation_id).await?,
+            Route::Health => ok_json(session, json!({"status": "ok"})).await?,
+            Route::Ready => ready(gw, session).await?,
+            Route::NotFound => fail(session, ctx, ApiError::route_not_found()).await?,
+            Route::MethodNotAllowed { allowed } => {
+                fail(session, ctx, ApiError::MethodNotAllowed { allowed }).await?
+            }
+            admin_route => serve_admin(gw, session, ctx, &admin_route, &query).await?,
+        }
+        Ok(true)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        // A response already started (a stream broke midway): close the connection so the
+        // client sees a truncated response, never a clean end.
+        if session.response_written().is_some() || is_client_io(e) {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let api = ApiError::Internal {
+            message: "internal error".into(),
+        };
+        ctx.error_code = Some(api.code());
+        let _ = respond::error(session, &api, &[]).await;
+        FailToProxy {
+            error_code: 500,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(0);
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let line = json!({
+            "ts": crate::sessions::rfc3339(time::OffsetDateTime::now_utc()),
+            "route": ctx.route,
+            "method": session.req_header().method.as_str(),
+            "status": status,
+            "session": ctx.session_id,
+            "rollout": ctx.rollout_id.as_deref(),
+            "candidate": ctx.candidate_id,
+            "error": ctx.error_code.or(e.map(|e| e.etype().as_str())),
+            "upstream_ttfb_ms": ms(ctx.upstream_ttfb),
+            "upstream_ms": ms(ctx.upstream_ms),
+            "total_ms": ctx.started.elapsed().as_secs_f64() * 1000.0,
+            "bytes_in": ctx.bytes_in,
+            "bytes_out": ctx.bytes_out,
+        });
+        log::info!(target: "access", "{line}");
+    }
+}
+
+fn is_client_io(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+    )
+}
+
+async fn ok_json(session: &mut Session, v: serde_json::Value) -> Result<()> {
+    respond::json(session, 200, Bytes::from(v.to_string()), &[]).await
+}
+
+async fn fail(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
+    ctx.error_code = Some(err.code());
+    if !session.as_downstream_mut().is_body_done() {
+        session.set_keepalive(None);
+    }
+    respond::error(session, &err, &[]).await
+}
+
+async fn ready(gw: &GatewayState, session: &mut Session) -> Result<()> {
+    if gw.ready.load(Ordering::Acquire) {
+        return ok_json(session, json!({"status": "ready"})).await;
+    }
+    let err = ApiError::Unavailable {
+        message: "state is not restored yet".into(),
+        retry_after_s: 1,
+    };
+    respond::error(session, &err, &[]).await
+}
+
+async fn serve_admin(
+    gw: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &Route<'_>,
+    query: &str,
+) -> Result<()> {
+    let auth = session
+        .req_header()
+        .headers
+        .get("authorization")
+        .map(|v| v.as_bytes());
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    if let Err(e) = gw.credentials.authorize_admin(route, auth, client_ip) {
+        return fail(session, ctx, e).await;
+    }
+    let body = match read_admin_body(session).await? {
+        Ok(b) => b,
+        Err(e) => return fail(session, ctx, e).await,
+    };
+    ctx.bytes_in = body.len();
+    if let Route::GetSession(id)
+    | Route::Pause(id)
+    | Route::Resume(id)
+    | Route::Cancel(id)
+    | Route::Reward(id)
+    | Route::PromptUrls(id) = route
+    {
+        ctx.session_id = Some((*id).to_string());
+    }
+    match gw.admin.handle(route, query, &body) {
+        Ok(v) => ok_json(session, v).await,
+        Err(e) => fail(session, ctx, e).await,
+    }
+}
+
+async fn read_admin_body(session: &mut Session) -> Result<std::result::Result<Bytes, ApiError>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > MAX_ADMIN_BODY {
+            return Ok(Err(ApiError::PayloadTooLarge {
+                limit: MAX_ADMIN_BODY,
+            }));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Ok(Bytes::from(buf)))
+}

@@ -1,0 +1,311 @@
+//! One proxied chat-completions call, end to end: read and check the body, assign the
+//! rollout, splice the candidate's instruction in, exchange with the upstream, stream the
+//! response back with the x-gepa headers, and record the rollout.
+//!
+//! The upstream exchange is done here with pingora-core's pooled connector rather than
+//! through Pingora's proxy phases: a body consumed in `request_filter` reaches the
+//! upstream through the phases only via a 64 KiB retry buffer, and chat bodies are often
+//! far larger. Doing the exchange ourselves sends any body up to `limits.max_body_bytes`
+//! and keeps every step (timeouts, retry of a stale pooled connection, error mapping)
+//! explicit. See the README's design notes.
+
+use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::capture::ReplyCapture;
+use crate::errors::ApiError;
+use crate::gateway::{GatewayState, RequestCtx};
+use crate::respond;
+use crate::rewrite::{self, BodyError};
+use crate::sessions::{CallOutcome, CallTicket, Session as GepaSession};
+use crate::upstream::upstream_error;
+
+/// Response headers that describe the upstream hop; Pingora frames the client response.
+const RESPONSE_HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
+
+/// Serves a proxied call. `Err` only when the client connection is unusable (a write to it
+/// failed, or a stream broke after its header went out): Pingora then closes it.
+pub async fn serve(
+    gw: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    session_id: &str,
+    correlation_id: Option<&str>,
+) -> Result<()> {
+    let Some(gepa) = gw.sessions.get(session_id) else {
+        return reject(session, ctx, ApiError::unknown_session(session_id)).await;
+    };
+    ctx.session_id = Some(gepa.id.clone());
+    let auth = session
+        .req_header()
+        .headers
+        .get("authorization")
+        .map(|v| v.as_bytes());
+    if let Err(e) = gw.credentials.authorize_proxy(auth) {
+        return reject(session, ctx, e).await;
+    }
+    let body = match read_body(session, gw.config.max_body_bytes).await? {
+        Ok(body) => body,
+        Err(e) => return reject(session, ctx, e).await,
+    };
+    ctx.bytes_in = body.len();
+    let parsed = match rewrite::ParsedChatBody::parse(&body) {
+        Ok(p) => p,
+        Err(e) => return reject(session, ctx, body_error(&e)).await,
+    };
+    // Only now, with a valid body, is a rollout assigned.
+    let ticket = match gepa.begin_call(correlation_id) {
+        Ok(t) => t,
+        Err(e) => return reject(session, ctx, e).await,
+    };
+    ctx.rollout_id = Some(ticket.rollout_id.clone());
+    ctx.candidate_id = Some(ticket.candidate_id.clone());
+    let rewritten = parsed.rewrite(&ticket.instruction, gw.config.capture_max_bytes);
+    drop(parsed);
+    let end = exchange(gw, session, ctx, &gepa, &ticket, rewritten.body).await;
+    gepa.finish_call(
+        &ticket.rollout_id,
+        CallOutcome {
+            ok: end.ok,
+            input: rewritten.captured,
+            output: end.output,
+        },
+    );
+    end.client_error.map_or(Ok(()), Err)
+}
+
+/// A client error before any rollout exists: no x-gepa headers, and the connection is
+/// closed if the request body was not read (we will not drain a body we refused).
+async fn reject(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
+    ctx.error_code = Some(err.code());
+    if !session.as_downstream_mut().is_body_done() {
+        session.set_keepalive(None);
+    }
+    respond::error(session, &err, &[]).await
+}
+
+fn body_error(e: &BodyError) -> ApiError {
+    ApiError::BadRequest {
+        code: e.code(),
+        param: e.param(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads the whole request body, refusing it (413) past `limit`, before reading if the
+/// declared Content-Length already says so. The outer `Err` is a client I/O failure.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+) -> Result<std::result::Result<Bytes, ApiError>> {
+    let headers = &session.req_header().headers;
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Ok(Err(ApiError::PayloadTooLarge { limit }));
+    }
+    let expects_continue = headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await?;
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(Err(ApiError::PayloadTooLarge { limit }));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Ok(buf.freeze()))
+}
+
+/// How an exchange ended, for the rollout record and the access log.
+struct ExchangeEnd {
+    /// 2xx from the upstream and the whole response relayed to the client.
+    ok: bool,
+    output: Option<String>,
+    /// Set when the client connection must be dropped.
+    client_error: Option<Box<Error>>,
+}
+
+impl ExchangeEnd {
+    fn failed(client_error: Option<Box<Error>>) -> Self {
+        ExchangeEnd {
+            ok: false,
+            output: None,
+            client_error,
+        }
+    }
+}
+
+fn gepa_headers(gepa: &GepaSession, ticket: &CallTicket) -> [(&'static str, String); 3] {
+    [
+        ("x-gepa-system-id", gepa.id.clone()),
+        ("x-gepa-rollout-id", ticket.rollout_id.to_string()),
+        ("x-gepa-candidate-id", ticket.candidate_id.clone()),
+    ]
+}
+
+/// Sends the request upstream and relays the response. Every failure before the response
+/// header reached the client becomes a 502/504 carrying the x-gepa headers.
+async fn exchange(
+    gw: &GatewayState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gepa: &Arc<GepaSession>,
+    ticket: &CallTicket,
+    body: Bytes,
+) -> ExchangeEnd {
+    let headers = gepa_headers(gepa, ticket);
+    let started = Instant::now();
+    let request = gw.upstream.build_request(session.req_header(), body.len());
+    let connected = match request {
+        Ok(req) => connect_and_send(gw, req, body).await,
+        Err(e) => Err(e),
+    };
+    let (mut upstream, peer) = match connected {
+        Ok(pair) => pair,
+        Err(api) => {
+            ctx.error_code = Some(api.code());
+            ctx.upstream_ms = Some(started.elapsed());
+            let res = respond::error(session, &api, &headers).await;
+            return ExchangeEnd::failed(res.err());
+        }
+    };
+    ctx.upstream_ttfb = Some(started.elapsed());
+    let Some(upstream_header) = upstream.response_header() else {
+        let api = ApiError::BadGateway {
+            code: "upstream_error",
+            message: "the upstream sent no response header".into(),
+        };
+        ctx.error_code = Some(api.code());
+        let res = respond::error(session, &api, &headers).await;
+        return ExchangeEnd::failed(res.err());
+    };
+    let status = upstream_header.status.as_u16();
+    let mut capture = ReplyCapture::new(
+        header_str(upstream_header, "content-type"),
+        header_str(upstream_header, "content-encoding"),
+        gw.config.capture_max_bytes,
+    );
+    let client_header = match client_response_header(upstream_header, &headers) {
+        Ok(h) => h,
+        Err(e) => return ExchangeEnd::failed(Some(e)),
+    };
+    if let Err(e) = session.write_response_header(client_header, false).await {
+        return ExchangeEnd::failed(Some(e));
+    }
+    if let Err(e) = relay_body(session, &mut upstream, &mut capture, ctx).await {
+        ctx.upstream_ms = Some(started.elapsed());
+        ctx.error_code = Some("stream_broken");
+        return ExchangeEnd::failed(Some(e));
+    }
+    ctx.upstream_ms = Some(started.elapsed());
+    if upstream.response_done() {
+        gw.upstream
+            .connector
+            .release_http_session(upstream, &peer, Some(gw.upstream.pool_idle_timeout()))
+            .await;
+    }
+    let ok = (200..300).contains(&status);
+    ExchangeEnd {
+        ok,
+        output: if ok { capture.finish() } else { None },
+        client_error: None,
+    }
+}
+
+fn header_str<'a>(h: &'a ResponseHeader, name: &str) -> &'a str {
+    h.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The upstream's status and headers, minus hop-by-hop ones, plus the x-gepa headers.
+/// This is the gateway's response filter.
+fn client_response_header(
+    upstream: &ResponseHeader,
+    gepa_headers: &[(&'static str, String)],
+) -> Result<Box<ResponseHeader>> {
+    let mut h = Box::new(upstream.clone());
+    for name in RESPONSE_HOP_BY_HOP {
+        h.remove_header(name);
+    }
+    for (name, value) in gepa_headers {
+        h.insert_header(*name, value.as_str())?;
+    }
+    Ok(h)
+}
+
+/// Connects (pooled) and sends the request, reading the response header. A pooled
+/// connection that the upstream closed while idle fails on first use; that one case is
+/// retried once on a fresh connection.
+async fn connect_and_send(
+    gw: &GatewayState,
+    req: RequestHeader,
+    body: Bytes,
+) -> std::result::Result<(UpstreamSession, HttpPeer), ApiError> {
+    let peer = gw.upstream.peer().await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut up, reused) = gw
+            .upstream
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| upstream_error(&e))?;
+        up.set_read_timeout(Some(gw.upstream.config.read_timeout));
+        up.set_write_timeout(Some(gw.upstream.config.write_timeout));
+        match send(&mut up, req.clone(), body.clone()).await {
+            Ok(()) => return Ok((up, peer)),
+            Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
+            Err(e) => return Err(upstream_error(&e)),
+        }
+    }
+}
+
+fn is_stale_connection(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+    )
+}
+
+async fn send(up: &mut UpstreamSession, req: RequestHeader, body: Bytes) -> Result<()> {
+    up.write_request_header(Box::new(req)).await?;
+    if !body.is_empty() {
+        up.write_request_body(body, true).await?;
+    }
+    up.finish_request_body().await?;
+    up.read_response_header().await
+}
+
+/// Streams the response body to the client chunk by chunk (each write is flushed, so SSE
+/// events arrive as the upstream sends them), keeping a copy for capture.
+async fn relay_body(
+    session: &mut Session,
+    upstream: &mut UpstreamSession,
+    capture: &mut ReplyCapture,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    while let Some(chunk) = upstream.read_response_body().await? {
+        capture.feed(&chunk);
+        ctx.bytes_out += chunk.len();
+        session.write_response_body(Some(chunk), false).await?;
+    }
+    session.write_response_body(None, true).await
+}

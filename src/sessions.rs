@@ -1,0 +1,1021 @@
+//! Session state: sessions, their candidates, rollouts and rewards, and the lifecycle.
+//!
+//! The registry ([`Sessions`]) is a sharded map, so lookups from many concurrent requests
+//! never meet on one lock. Each session keeps its mutable state behind its own mutex,
+//! held only for the few hundred nanoseconds of a bookkeeping step (never across I/O).
+//!
+//! Every change is also handed to a [`StateStore`]; the memory-only store keeps nothing,
+//! the durable store (a later release) implements the same trait.
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+use crate::errors::ApiError;
+use crate::rewrite::CapturedMessage;
+use crate::selection::CandidateSelector;
+
+/// A session's candidate needs this many rewards before it can be named the best.
+/// Two lucky rewards must not crown a candidate.
+pub const MIN_REWARDS_FOR_BEST: u64 = 5;
+
+/// Rollouts kept in memory per session; the oldest are forgotten beyond this (a reward
+/// for a forgotten rollout is a 404). The durable store lifts this limit.
+pub const MAX_ROLLOUTS_IN_MEMORY: usize = 200_000;
+
+/// Text shown in GET session while the reflective proposer is not part of this release.
+const PROPOSER_NOT_BUILT: &str = "the reflective proposer is not part of this release yet; \
+                                  traffic and rewards work, candidates stay as created";
+
+/// RFC 3339 in UTC, as every time in the API.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Started,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Started => "started",
+            Status::Paused => "paused",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    fn is_finished(self) -> bool {
+        matches!(self, Status::Completed | Status::Cancelled)
+    }
+}
+
+/// A lifecycle request from the admin API (a reward's `stop` is [`Transition::Stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Pause,
+    Resume,
+    Cancel,
+    Stop,
+}
+
+/// The contract's state table: the status a transition leads to, `Ok(None)` when the
+/// session already is where the action leads (200, no change), or a 409.
+fn next_status(from: Status, t: Transition) -> Result<Option<Status>, ApiError> {
+    use Status::*;
+    use Transition::*;
+    match (from, t) {
+        (Started, Pause) => Ok(Some(Paused)),
+        (Paused, Resume) => Ok(Some(Started)),
+        (Started | Paused, Cancel) => Ok(Some(Cancelled)),
+        (Started | Paused, Stop) => Ok(Some(Completed)),
+        (Paused, Pause) | (Started, Resume) | (Cancelled, Cancel) | (Completed, Stop) => Ok(None),
+        (Completed | Cancelled, _) => Err(ApiError::conflict(
+            "session_finished",
+            format!("the session is {} and cannot change state", from.as_str()),
+        )),
+    }
+}
+
+/// Per-session GEPA settings, resolved from the create body over the config defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GepaSettings {
+    pub online_proposer_min_rollouts: u32,
+    pub online_proposer_max_candidates: u32,
+    pub online_prune_threshold: f64,
+    pub online_prune_min_rollouts: u32,
+    pub proposer_model: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateStatus {
+    Active,
+    Archived,
+}
+
+#[derive(Debug, Default, Clone)]
+struct CandidateStats {
+    rollout_count: u64,
+    reward_count: u64,
+    reward_sum: f64,
+}
+
+/// One instruction the session can serve.
+#[derive(Debug)]
+pub struct Candidate {
+    pub id: String,
+    pub instruction: Arc<str>,
+    pub parent_ids: Vec<String>,
+    pub created_at: OffsetDateTime,
+    status: Mutex<CandidateStatus>,
+    stats: Mutex<CandidateStats>,
+}
+
+impl Candidate {
+    pub fn new(id: String, instruction: Arc<str>, parent_ids: Vec<String>) -> Self {
+        Candidate {
+            id,
+            instruction,
+            parent_ids,
+            created_at: OffsetDateTime::now_utc(),
+            status: Mutex::new(CandidateStatus::Active),
+            stats: Mutex::new(CandidateStats::default()),
+        }
+    }
+
+    pub fn baseline(instruction: Arc<str>) -> Self {
+        Candidate::new("baseline".to_string(), instruction, vec![])
+    }
+
+    pub fn is_baseline(&self) -> bool {
+        self.id == "baseline"
+    }
+
+    pub fn status(&self) -> CandidateStatus {
+        *self.status.lock()
+    }
+
+    /// Mean reward, or `None` before the first reward.
+    pub fn mean_reward(&self) -> Option<f64> {
+        let s = self.stats.lock();
+        (s.reward_count > 0).then(|| s.reward_sum / s.reward_count as f64)
+    }
+
+    pub fn reward_count(&self) -> u64 {
+        self.stats.lock().reward_count
+    }
+
+    fn to_json(&self) -> Value {
+        let stats = self.stats.lock().clone();
+        let avg = (stats.reward_count > 0).then(|| stats.reward_sum / stats.reward_count as f64);
+        json!({
+            "candidate_id": self.id,
+            "instruction": &*self.instruction,
+            "is_baseline": self.is_baseline(),
+            "parent_id": self.parent_ids.first(),
+            "parent_ids": self.parent_ids,
+            "status": match self.status() { CandidateStatus::Active => "active", CandidateStatus::Archived => "archived" },
+            "rollout_count": stats.rollout_count,
+            "reward_count": stats.reward_count,
+            "avg_reward": avg,
+            "created_at": rfc3339(self.created_at),
+        })
+    }
+}
+
+/// A reward as reported by the client (compared field by field for idempotency).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reward {
+    pub outcome: f64,
+    /// Integer or string naming the task instance.
+    pub seed: Option<Value>,
+    pub feedback: Option<String>,
+}
+
+/// What the admin API asks of [`Session::reward`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardRequest {
+    pub rollout_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub candidate_id: Option<String>,
+    pub reward: Option<Reward>,
+    pub stop: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardReply {
+    pub session_id: String,
+    pub rollout_id: Option<String>,
+    pub candidate_id: Option<String>,
+    pub reward_count: u64,
+    pub status: Status,
+    pub duplicate: bool,
+}
+
+impl RewardReply {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "session_id": self.session_id,
+            "rollout_id": self.rollout_id,
+            "candidate_id": self.candidate_id,
+            "reward_count": self.reward_count,
+            "status": self.status.as_str(),
+            "duplicate": self.duplicate,
+        })
+    }
+}
+
+/// One rollout: every call of a (session, correlation id) until its reward, or one
+/// uncorrelated call.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub candidate: Arc<Candidate>,
+    pub correlation_id: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub calls_in_flight: u32,
+    pub calls_ok: u32,
+    pub calls_failed: u32,
+    pub reward: Option<Reward>,
+    /// The last call's non-system messages, each capped.
+    pub input: Vec<CapturedMessage>,
+    /// The last successful call's reply text, capped.
+    pub output: Option<String>,
+}
+
+/// The result of one proxied call, reported by the proxy when the exchange ends.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    /// The upstream answered 2xx and the whole response reached the client.
+    pub ok: bool,
+    pub input: Vec<CapturedMessage>,
+    pub output: Option<String>,
+}
+
+/// The candidate and rollout one proxied call runs under.
+#[derive(Debug, Clone)]
+pub struct CallTicket {
+    pub rollout_id: Arc<str>,
+    pub candidate_id: String,
+    pub instruction: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct CorrelationPin {
+    rollout_id: Arc<str>,
+    last_used: Instant,
+}
+
+/// The mutable part of a session, behind the session's own mutex.
+#[derive(Debug)]
+struct SessionState {
+    status: Status,
+    updated_at: OffsetDateTime,
+    candidates: Vec<Arc<Candidate>>,
+    rollouts: HashMap<Arc<str>, Rollout>,
+    rollout_order: VecDeque<Arc<str>>,
+    pins: HashMap<String, CorrelationPin>,
+    rollout_count: u64,
+    reward_count: u64,
+    calls_since_sweep: u32,
+}
+
+/// The immutable facts of a session, fixed at creation.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub baseline_instruction: String,
+    pub settings: GepaSettings,
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub job_id: String,
+    pub created_at: OffsetDateTime,
+    pub metadata: Option<Value>,
+    pub settings: GepaSettings,
+    seq: u64,
+    correlation_ttl: Duration,
+    selector: CandidateSelector,
+    state: Mutex<SessionState>,
+}
+
+impl Session {
+    fn new(seq: u64, new: NewSession, correlation_ttl: Duration) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let baseline = Arc::new(Candidate::baseline(new.baseline_instruction.into()));
+        Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            job_id: format!("pl_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+            created_at: now,
+            metadata: new.metadata,
+            settings: new.settings,
+            seq,
+            correlation_ttl,
+            selector: CandidateSelector,
+            state: Mutex::new(SessionState {
+                status: Status::Started,
+                updated_at: now,
+                candidates: vec![baseline],
+                rollouts: HashMap::new(),
+                rollout_order: VecDeque::new(),
+                pins: HashMap::new(),
+                rollout_count: 0,
+                reward_count: 0,
+                calls_since_sweep: 0,
+            }),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.state.lock().status
+    }
+
+    /// Starts one proxied call: reuses the open rollout of `correlation_id` when its
+    /// candidate may still serve, else opens a new rollout on a freshly chosen candidate.
+    pub fn begin_call(&self, correlation_id: Option<&str>) -> Result<CallTicket, ApiError> {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.sweep_expired_pins(now, self.correlation_ttl);
+        let servable = st.servable();
+
+        if let Some(corr) = correlation_id {
+            if let Some(ticket) = st.reuse_pin(corr, &servable, now, self.correlation_ttl) {
+                return Ok(ticket);
+            }
+        }
+
+        let candidate = self
+            .selector
+            .choose(&servable, &mut rand::thread_rng())
+            .cloned()
+            .ok_or_else(|| ApiError::Internal {
+                message: "session has no candidate to serve".into(),
+            })?;
+        let rollout_id: Arc<str> = format!("ro_{}", uuid::Uuid::new_v4().simple()).into();
+        candidate.stats.lock().rollout_count += 1;
+        st.insert_rollout(
+            rollout_id.clone(),
+            Rollout {
+                candidate: candidate.clone(),
+                correlation_id: correlation_id.map(str::to_string),
+                created_at: OffsetDateTime::now_utc(),
+                calls_in_flight: 1,
+                calls_ok: 0,
+                calls_failed: 0,
+                reward: None,
+                input: vec![],
+                output: None,
+            },
+        );
+        if let Some(corr) = correlation_id {
+            st.pins.insert(
+                corr.to_string(),
+                CorrelationPin {
+                    rollout_id: rollout_id.clone(),
+                    last_used: now,
+                },
+            );
+        }
+        Ok(CallTicket {
+            rollout_id,
+            candidate_id: candidate.id.clone(),
+            instruction: candidate.instruction.clone(),
+        })
+    }
+
+    /// Records how a call that [`Session::begin_call`] started ended.
+    pub fn finish_call(&self, rollout_id: &str, outcome: CallOutcome) {
+        let mut st = self.state.lock();
+        if let Some(r) = st.rollouts.get_mut(rollout_id) {
+            r.calls_in_flight = r.calls_in_flight.saturating_sub(1);
+            if outcome.ok {
+                r.calls_ok += 1;
+                r.output = outcome.output;
+            } else {
+                r.calls_failed += 1;
+            }
+            r.input = outcome.input;
+        }
+    }
+
+    /// Applies a lifecycle transition. Returns the status after it.
+    pub fn transition(&self, t: Transition) -> Result<Status, ApiError> {
+        let mut st = self.state.lock();
+        if let Some(next) = next_status(st.status, t)? {
+            st.status = next;
+            st.updated_at = OffsetDateTime::now_utc();
+        }
+        Ok(st.status)
+    }
+
+    /// Applies a reward (and/or a stop) under the contract's rules.
+    pub fn reward(&self, req: RewardRequest) -> Result<RewardReply, ApiError> {
+        let mut st = self.state.lock();
+        let Some(reward) = req.reward.clone() else {
+            // A bare stop: only the lifecycle changes.
+            if req.stop {
+                if let Some(next) = next_status(st.status, Transition::Stop)? {
+                    st.status = next;
+                    st.updated_at = OffsetDateTime::now_utc();
+                }
+            }
+            return Ok(self.reply(&st, None, None, false));
+        };
+        if st.status.is_finished() {
+            return Err(ApiError::conflict(
+                "session_finished",
+                format!(
+                    "the session is {}: rewards are no longer accepted",
+                    st.status.as_str()
+                ),
+            ));
+        }
+        let rollout_id = st.resolve_rollout(&req)?;
+        let duplicate = st.apply_reward(&rollout_id, req.candidate_id.as_deref(), reward)?;
+        if req.stop {
+            next_status(st.status, Transition::Stop)?
+                .into_iter()
+                .for_each(|s| st.status = s);
+        }
+        st.updated_at = OffsetDateTime::now_utc();
+        let candidate_id = st.rollouts.get(&rollout_id).map(|r| r.candidate.id.clone());
+        Ok(self.reply(&st, Some(rollout_id.to_string()), candidate_id, duplicate))
+    }
+
+    fn reply(
+        &self,
+        st: &SessionState,
+        rollout_id: Option<String>,
+        candidate_id: Option<String>,
+        duplicate: bool,
+    ) -> RewardReply {
+        RewardReply {
+            session_id: self.id.clone(),
+            rollout_id,
+            candidate_id,
+            reward_count: st.reward_count,
+            status: st.status,
+            duplicate,
+        }
+    }
+
+    /// A copy of a rollout, for the optimizer and for tests.
+    pub fn rollout(&self, rollout_id: &str) -> Option<Rollout> {
+        self.state.lock().rollouts.get(rollout_id).cloned()
+    }
+
+    /// The best candidate by the documented rule: the highest mean reward among active
+    /// candidates with at least [`MIN_REWARDS_FOR_BEST`] rewards (earliest wins ties).
+    fn best(st: &SessionState) -> Option<(Arc<Candidate>, f64)> {
+        let mut best: Option<(Arc<Candidate>, f64)> = None;
+        for c in &st.candidates {
+            if c.status() != CandidateStatus::Active || c.reward_count() < MIN_REWARDS_FOR_BEST {
+                continue;
+            }
+            let Some(mean) = c.mean_reward() else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(_, m)| mean > *m) {
+                best = Some((c.clone(), mean));
+            }
+        }
+        best
+    }
+
+    /// The fields shared by GET and list.
+    pub fn summary_json(&self, urls: &PublicUrls) -> Value {
+        let st = self.state.lock();
+        self.summary_with(&st, urls)
+    }
+
+    fn summary_with(&self, st: &SessionState, urls: &PublicUrls) -> Value {
+        let best = Session::best(st);
+        json!({
+            "session_id": self.id,
+            "job_id": self.job_id,
+            "status": st.status.as_str(),
+            "mode": "online",
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(st.updated_at),
+            "rollout_count": st.rollout_count,
+            "reward_count": st.reward_count,
+            "best_candidate_id": best.as_ref().map(|(c, _)| c.id.clone()),
+            "best_score": best.as_ref().map(|(_, s)| *s),
+            "proxy_url": urls.proxy_url(&self.id, None),
+            "chat_completions_url": urls.chat_completions_url(&self.id, None),
+            "metadata": self.metadata,
+        })
+    }
+
+    /// The full live state for GET session.
+    pub fn detail_json(&self, urls: &PublicUrls) -> Value {
+        let st = self.state.lock();
+        let mut v = self.summary_with(&st, urls);
+        v["candidates"] = st.candidates.iter().map(|c| c.to_json()).collect();
+        v["settings"] = json!({
+            "online_proposer_min_rollouts": self.settings.online_proposer_min_rollouts,
+            "online_proposer_max_candidates": self.settings.online_proposer_max_candidates,
+            "online_prune_threshold": self.settings.online_prune_threshold,
+            "online_prune_min_rollouts": self.settings.online_prune_min_rollouts,
+            "proposer_model": self.settings.proposer_model,
+        });
+        let proposer_state = if st.status.is_finished() {
+            "finished"
+        } else {
+            "disabled"
+        };
+        v["proposer"] = json!({
+            "state": proposer_state,
+            "reason": (proposer_state == "disabled").then_some(PROPOSER_NOT_BUILT),
+            "proposals": 0,
+            "failures": 0,
+            "last_error": null,
+        });
+        v
+    }
+}
+
+impl SessionState {
+    /// The candidates this status may serve (contract table): active ones while running,
+    /// the best (else the baseline) once completed, the baseline once cancelled.
+    fn servable(&self) -> Vec<Arc<Candidate>> {
+        let baseline = || {
+            self.candidates
+                .iter()
+                .filter(|c| c.is_baseline())
+                .cloned()
+                .collect()
+        };
+        match self.status {
+            Status::Started | Status::Paused => self
+                .candidates
+                .iter()
+                .filter(|c| c.status() == CandidateStatus::Active)
+                .cloned()
+                .collect(),
+            Status::Completed => match Session::best(self) {
+                Some((c, _)) => vec![c],
+                None => baseline(),
+            },
+            Status::Cancelled => baseline(),
+        }
+    }
+
+    fn reuse_pin(
+        &mut self,
+        corr: &str,
+        servable: &[Arc<Candidate>],
+        now: Instant,
+        ttl: Duration,
+    ) -> Option<CallTicket> {
+        let pin = self.pins.get_mut(corr)?;
+        if now.duration_since(pin.last_used) > ttl {
+            return None;
+        }
+        let rollout = self.rollouts.get_mut(&pin.rollout_id)?;
+        if rollout.reward.is_some() || !servable.iter().any(|c| Arc::ptr_eq(c, &rollout.candidate))
+        {
+            return None;
+        }
+        pin.last_used = now;
+        rollout.calls_in_flight += 1;
+        Some(CallTicket {
+            rollout_id: pin.rollout_id.clone(),
+            candidate_id: rollout.candidate.id.clone(),
+            instruction: rollout.candidate.instruction.clone(),
+        })
+    }
+
+    fn insert_rollout(&mut self, id: Arc<str>, rollout: Rollout) {
+        self.rollout_count += 1;
+        self.rollouts.insert(id.clone(), rollout);
+        self.rollout_order.push_back(id);
+        while self.rollout_order.len() > MAX_ROLLOUTS_IN_MEMORY {
+            if let Some(old) = self.rollout_order.pop_front() {
+                self.rollouts.remove(&old);
+            }
+        }
+    }
+
+    /// Drops expired correlation pins now and then, so abandoned conversations do not
+    /// accumulate. Amortised: one scan per 1024 calls.
+    fn sweep_expired_pins(&mut self, now: Instant, ttl: Duration) {
+        self.calls_since_sweep += 1;
+        if self.calls_since_sweep < 1024 {
+            return;
+        }
+        self.calls_since_sweep = 0;
+        self.pins
+            .retain(|_, p| now.duration_since(p.last_used) <= ttl);
+    }
+
+    /// Finds the rollout a reward names: by id, else by the correlation's open rollout.
+    fn resolve_rollout(&self, req: &RewardRequest) -> Result<Arc<str>, ApiError> {
+        if let Some(id) = &req.rollout_id {
+            return self
+                .rollouts
+                .get_key_value(id.as_str())
+                .map(|(k, _)| k.clone())
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "unknown_rollout",
+                        "this session issued no rollout with that rollout_id",
+                    )
+                });
+        }
+        if let Some(corr) = &req.correlation_id {
+            return self
+                .pins
+                .get(corr)
+                .map(|p| p.rollout_id.clone())
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "unknown_rollout",
+                        "no open rollout for that correlation_id",
+                    )
+                });
+        }
+        Err(ApiError::bad_request(
+            "missing_rollout",
+            "rollout_id",
+            "a reward needs `rollout_id` or `correlation_id`",
+        ))
+    }
+
+    /// Applies the first reward of a rollout; returns whether it was an idempotent repeat.
+    fn apply_reward(
+        &mut self,
+        rollout_id: &Arc<str>,
+        candidate_id: Option<&str>,
+        reward: Reward,
+    ) -> Result<bool, ApiError> {
+        let Some(rollout) = self.rollouts.get_mut(rollout_id) else {
+            return Err(ApiError::not_found("unknown_rollout", "unknown rollout"));
+        };
+        if let Some(cid) = candidate_id {
+            if cid != rollout.candidate.id {
+                return Err(ApiError::conflict(
+                    "candidate_mismatch",
+                    format!(
+                        "rollout was served by candidate {}, not {cid}",
+                        rollout.candidate.id
+                    ),
+                ));
+            }
+        }
+        if let Some(existing) = &rollout.reward {
+            return if *existing == reward {
+                Ok(true)
+            } else {
+                Err(ApiError::conflict(
+                    "reward_conflict",
+                    "this rollout already has a different reward",
+                ))
+            };
+        }
+        if rollout.calls_ok == 0 && rollout.calls_in_flight == 0 {
+            return Err(ApiError::conflict(
+                "rollout_failed",
+                "none of this rollout's upstream calls succeeded; an outage says nothing about a prompt",
+            ));
+        }
+        {
+            let mut stats = rollout.candidate.stats.lock();
+            stats.reward_count += 1;
+            stats.reward_sum += reward.outcome;
+        }
+        rollout.reward = Some(reward);
+        // The reward closes a correlated conversation: its next call opens a new rollout.
+        if let Some(corr) = rollout.correlation_id.clone() {
+            if self
+                .pins
+                .get(&corr)
+                .is_some_and(|p| &p.rollout_id == rollout_id)
+            {
+                self.pins.remove(&corr);
+            }
+        }
+        self.reward_count += 1;
+        Ok(false)
+    }
+}
+
+/// Builds the URLs the API hands out, from `public_url`.
+#[derive(Debug, Clone)]
+pub struct PublicUrls {
+    base: String,
+}
+
+impl PublicUrls {
+    pub fn new(public_url: &str) -> Self {
+        PublicUrls {
+            base: public_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn proxy_url(&self, session_id: &str, correlation_id: Option<&str>) -> String {
+        match correlation_id {
+            Some(c) => format!("{}/api/gepa/v1/{session_id}/{c}", self.base),
+            None => format!("{}/api/gepa/v1/{session_id}", self.base),
+        }
+    }
+
+    pub fn chat_completions_url(&self, session_id: &str, correlation_id: Option<&str>) -> String {
+        format!(
+            "{}/chat/completions",
+            self.proxy_url(session_id, correlation_id)
+        )
+    }
+}
+
+/// All sessions. Lookups are sharded; the ordered index serves listing only.
+pub struct Sessions {
+    by_id: DashMap<String, Arc<Session>>,
+    by_age: RwLock<BTreeMap<u64, Arc<Session>>>,
+    next_seq: AtomicU64,
+    max_sessions: usize,
+    correlation_ttl: Duration,
+}
+
+/// One page of the session list.
+pub struct SessionPage {
+    pub items: Vec<Arc<Session>>,
+    pub next_cursor: Option<String>,
+}
+
+impl Sessions {
+    pub fn new(max_sessions: usize, correlation_ttl: Duration) -> Self {
+        Sessions {
+            by_id: DashMap::new(),
+            by_age: RwLock::new(BTreeMap::new()),
+            next_seq: AtomicU64::new(1),
+            max_sessions,
+            correlation_ttl,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.by_id.get(id).map(|s| s.value().clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn create(&self, new: NewSession) -> Result<Arc<Session>, ApiError> {
+        if self.by_id.len() >= self.max_sessions {
+            return Err(ApiError::conflict(
+                "session_limit",
+                format!(
+                    "the gateway already holds sessions.max_sessions = {} sessions",
+                    self.max_sessions
+                ),
+            ));
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session::new(seq, new, self.correlation_ttl));
+        self.by_id.insert(session.id.clone(), session.clone());
+        self.by_age.write().insert(seq, session.clone());
+        Ok(session)
+    }
+
+    /// Newest first. The cursor is the sequence number of the last item returned.
+    pub fn list(&self, limit: usize, cursor: Option<u64>) -> SessionPage {
+        let by_age = self.by_age.read();
+        let upper = cursor.unwrap_or(u64::MAX);
+        let mut items: Vec<Arc<Session>> = by_age
+            .range(..upper)
+            .rev()
+            .take(limit + 1)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|s| s.seq.to_string())
+        } else {
+            None
+        };
+        SessionPage { items, next_cursor }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> GepaSettings {
+        GepaSettings {
+            online_proposer_min_rollouts: 10,
+            online_proposer_max_candidates: 8,
+            online_prune_threshold: 0.0,
+            online_prune_min_rollouts: 20,
+            proposer_model: "m".into(),
+        }
+    }
+
+    fn session() -> Arc<Session> {
+        let s = Sessions::new(10, Duration::from_secs(60));
+        s.create(NewSession {
+            baseline_instruction: "be helpful".into(),
+            settings: settings(),
+            metadata: None,
+        })
+        .unwrap()
+    }
+
+    fn ok_call(s: &Session, corr: Option<&str>) -> CallTicket {
+        let t = s.begin_call(corr).unwrap();
+        s.finish_call(
+            &t.rollout_id,
+            CallOutcome {
+                ok: true,
+                input: vec![],
+                output: Some("hi".into()),
+            },
+        );
+        t
+    }
+
+    fn reward(rollout: &str, x: f64) -> RewardRequest {
+        RewardRequest {
+            rollout_id: Some(rollout.into()),
+            correlation_id: None,
+            candidate_id: None,
+            reward: Some(Reward {
+                outcome: x,
+                seed: None,
+                feedback: None,
+            }),
+            stop: false,
+        }
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        use Status::*;
+        use Transition::*;
+        assert_eq!(next_status(Started, Pause).unwrap(), Some(Paused));
+        assert_eq!(next_status(Paused, Pause).unwrap(), None);
+        assert_eq!(next_status(Paused, Resume).unwrap(), Some(Started));
+        assert_eq!(next_status(Started, Resume).unwrap(), None);
+        assert_eq!(next_status(Paused, Cancel).unwrap(), Some(Cancelled));
+        assert_eq!(next_status(Cancelled, Cancel).unwrap(), None);
+        assert_eq!(next_status(Paused, Stop).unwrap(), Some(Completed));
+        assert_eq!(next_status(Completed, Stop).unwrap(), None);
+        for t in [Pause, Resume, Cancel] {
+            assert_eq!(next_status(Completed, t).unwrap_err().status(), 409);
+        }
+        for t in [Pause, Resume, Stop] {
+            assert_eq!(next_status(Cancelled, t).unwrap_err().status(), 409);
+        }
+    }
+
+    #[test]
+    fn reward_rules() {
+        let s = session();
+        let t = ok_call(&s, None);
+        let r = s.reward(reward(&t.rollout_id, 0.5)).unwrap();
+        assert_eq!((r.reward_count, r.duplicate), (1, false));
+        let again = s.reward(reward(&t.rollout_id, 0.5)).unwrap();
+        assert_eq!((again.reward_count, again.duplicate), (1, true));
+        assert_eq!(
+            s.reward(reward(&t.rollout_id, 0.7)).unwrap_err().code(),
+            "reward_conflict"
+        );
+        assert_eq!(s.reward(reward("ro_nope", 0.7)).unwrap_err().status(), 404);
+        let mut wrong = reward(&ok_call(&s, None).rollout_id, 1.0);
+        wrong.candidate_id = Some("cand_x".into());
+        assert_eq!(s.reward(wrong).unwrap_err().code(), "candidate_mismatch");
+    }
+
+    #[test]
+    fn failed_rollout_cannot_be_rewarded_but_in_flight_can() {
+        let s = session();
+        let t = s.begin_call(None).unwrap();
+        s.finish_call(
+            &t.rollout_id,
+            CallOutcome {
+                ok: false,
+                input: vec![],
+                output: None,
+            },
+        );
+        assert_eq!(
+            s.reward(reward(&t.rollout_id, 1.0)).unwrap_err().code(),
+            "rollout_failed"
+        );
+        let t2 = s.begin_call(None).unwrap();
+        assert!(s.reward(reward(&t2.rollout_id, 1.0)).is_ok());
+    }
+
+    #[test]
+    fn correlation_pins_until_rewarded() {
+        let s = session();
+        let a = ok_call(&s, Some("c1"));
+        let b = ok_call(&s, Some("c1"));
+        assert_eq!(a.rollout_id, b.rollout_id);
+        let other = ok_call(&s, Some("c2"));
+        assert_ne!(a.rollout_id, other.rollout_id);
+        let mut by_corr = reward("unused", 1.0);
+        by_corr.rollout_id = None;
+        by_corr.correlation_id = Some("c1".into());
+        let r = s.reward(by_corr.clone()).unwrap();
+        assert_eq!(r.rollout_id.as_deref(), Some(&*a.rollout_id));
+        let c = ok_call(&s, Some("c1"));
+        assert_ne!(c.rollout_id, a.rollout_id, "the reward closes the rollout");
+        assert_eq!(s.state.lock().rollout_count, 3);
+    }
+
+    #[test]
+    fn expired_pin_opens_new_rollout() {
+        let reg = Sessions::new(10, Duration::from_millis(0));
+        let s = reg
+            .create(NewSession {
+                baseline_instruction: "x".into(),
+                settings: settings(),
+                metadata: None,
+            })
+            .unwrap();
+        let a = ok_call(&s, Some("c"));
+        std::thread::sleep(Duration::from_millis(2));
+        let b = ok_call(&s, Some("c"));
+        assert_ne!(a.rollout_id, b.rollout_id);
+    }
+
+    #[test]
+    fn stop_and_finished_sessions() {
+        let s = session();
+        let t = ok_call(&s, None);
+        let mut stop = reward(&t.rollout_id, 1.0);
+        stop.stop = true;
+        assert_eq!(s.reward(stop).unwrap().status, Status::Completed);
+        let bare = RewardRequest {
+            rollout_id: None,
+            correlation_id: None,
+            candidate_id: None,
+            reward: None,
+            stop: true,
+        };
+        assert_eq!(s.reward(bare.clone()).unwrap().status, Status::Completed);
+        let t2 = ok_call(&s, None);
+        assert_eq!(
+            s.reward(reward(&t2.rollout_id, 1.0)).unwrap_err().code(),
+            "session_finished"
+        );
+        let c = session();
+        c.transition(Transition::Cancel).unwrap();
+        assert_eq!(c.reward(bare).unwrap_err().status(), 409);
+    }
+
+    #[test]
+    fn best_needs_enough_rewards() {
+        let s = session();
+        for i in 0..MIN_REWARDS_FOR_BEST {
+            assert!(
+                s.detail_json(&PublicUrls::new("http://x"))["best_candidate_id"].is_null(),
+                "{i}"
+            );
+            let t = ok_call(&s, None);
+            s.reward(reward(&t.rollout_id, 1.0)).unwrap();
+        }
+        let v = s.detail_json(&PublicUrls::new("http://x"));
+        assert_eq!(v["best_candidate_id"], "baseline");
+        assert_eq!(v["best_score"], 1.0);
+    }
+
+    #[test]
+    fn list_is_newest_first_with_cursor() {
+        let reg = Sessions::new(100, Duration::from_secs(1));
+        let ids: Vec<String> = (0..5)
+            .map(|_| {
+                reg.create(NewSession {
+                    baseline_instruction: "x".into(),
+                    settings: settings(),
+                    metadata: None,
+                })
+                .unwrap()
+                .id
+                .clone()
+            })
+            .collect();
+        let p1 = reg.list(2, None);
+        assert_eq!(
+            p1.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            vec![ids[4].clone(), ids[3].clone()]
+        );
+        let cur = p1.next_cursor.unwrap().parse().unwrap();
+        let p2 = reg.list(2, Some(cur));
+        assert_eq!(p2.items[0].id, ids[2]);
+        let p3 = reg.list(2, p2.next_cursor.map(|c| c.parse().unwrap()));
+        assert_eq!(p3.items.len(), 1);
+        assert!(p3.next_cursor.is_none());
+    }
+
+    #[test]
+    fn session_limit() {
+        let reg = Sessions::new(1, Duration::from_secs(1));
+        let n = || NewSession {
+            baseline_instruction: "x".into(),
+            settings: settings(),
+            metadata: None,
+        };
+        reg.create(n()).unwrap();
+        assert_eq!(reg.create(n()).unwrap_err().code(), "session_limit");
+    }
+}

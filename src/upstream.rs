@@ -1,0 +1,177 @@
+//! The upstream: where proxied calls go, how we connect (pooled, TLS with SNI and
+//! certificate checks for https), and how the upstream request is built.
+//!
+//! Hostnames are resolved here with tokio's resolver (off the worker thread) and cached
+//! briefly, because Pingora's `HttpPeer::new` resolves with blocking `getaddrinfo`.
+
+use parking_lot::Mutex;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType};
+use pingora_http::RequestHeader;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::config::{Secret, UpstreamConfig};
+use crate::errors::ApiError;
+
+/// How long a DNS answer is reused.
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Request headers that describe the client hop, not the message: never forwarded.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "host",
+];
+
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    pub connector: Connector,
+    dns: Mutex<Option<(SocketAddr, Instant)>>,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Self {
+        let mut options = ConnectorOptions::new(128);
+        options.ca_file = config
+            .ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        Upstream {
+            config,
+            connector: Connector::new(Some(options)),
+            dns: Mutex::new(None),
+        }
+    }
+
+    /// The peer to connect to, with our timeouts; resolves the host asynchronously.
+    pub async fn peer(&self) -> Result<HttpPeer, ApiError> {
+        let addr = self.resolve().await?;
+        let url = &self.config.url;
+        let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.config.connect_timeout);
+        o.total_connection_timeout = Some(self.config.connect_timeout);
+        o.read_timeout = Some(self.config.read_timeout);
+        o.write_timeout = Some(self.config.write_timeout);
+        o.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        o.verify_cert = true;
+        o.verify_hostname = true;
+        // HTTP/1.1 keeps SSE framing simple and is what every OpenAI-compatible server speaks.
+        o.alpn = ALPN::H1;
+        Ok(peer)
+    }
+
+    pub fn pool_idle_timeout(&self) -> Duration {
+        POOL_IDLE_TIMEOUT
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, ApiError> {
+        let url = &self.config.url;
+        if let Ok(ip) = url.host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, url.port));
+        }
+        if let Some((addr, at)) = *self.dns.lock() {
+            if at.elapsed() < DNS_TTL {
+                return Ok(addr);
+            }
+        }
+        let lookup = tokio::time::timeout(
+            self.config.connect_timeout,
+            tokio::net::lookup_host((url.host.as_str(), url.port)),
+        )
+        .await;
+        let addr = match lookup {
+            Ok(Ok(mut addrs)) => addrs.next(),
+            Ok(Err(_)) | Err(_) => None,
+        }
+        .ok_or_else(|| ApiError::BadGateway {
+            code: "upstream_unreachable",
+            message: format!("could not resolve the upstream host {}", url.host),
+        })?;
+        *self.dns.lock() = Some((addr, Instant::now()));
+        Ok(addr)
+    }
+
+    /// The upstream request for one proxied call: the client's method, query string and
+    /// headers (minus hop-by-hop ones), our path, Host and Content-Length, and the
+    /// configured key in place of the client's Authorization when there is one.
+    pub fn build_request(
+        &self,
+        client: &RequestHeader,
+        body_len: usize,
+    ) -> Result<RequestHeader, ApiError> {
+        let url = &self.config.url;
+        let mut path = url.chat_completions_path();
+        if let Some(q) = client.uri.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        let internal = |e: Box<Error>| ApiError::Internal {
+            message: format!("building the upstream request: {}", e.etype().as_str()),
+        };
+        let mut req =
+            RequestHeader::build(client.method.clone(), path.as_bytes(), None).map_err(internal)?;
+        for (name, value) in client.headers.iter() {
+            let n = name.as_str();
+            if HOP_BY_HOP.contains(&n) || n == "content-length" {
+                continue;
+            }
+            if n == "authorization" && self.config.api_key.is_some() {
+                continue;
+            }
+            req.append_header(name.clone(), value.clone())
+                .map_err(internal)?;
+        }
+        req.insert_header("host", url.host_header.as_str())
+            .map_err(internal)?;
+        req.insert_header("content-length", body_len.to_string())
+            .map_err(internal)?;
+        if let Some(key) = &self.config.api_key {
+            req.insert_header("authorization", bearer(key))
+                .map_err(internal)?;
+        }
+        Ok(req)
+    }
+}
+
+fn bearer(key: &Secret) -> String {
+    format!("Bearer {}", key.expose())
+}
+
+/// Maps a failed upstream exchange (before any response byte went to the client) to the
+/// client's status: timeouts are 504, everything else 502.
+pub fn upstream_error(e: &Error) -> ApiError {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            ApiError::GatewayTimeout {
+                message: format!(
+                    "the upstream did not answer in time ({})",
+                    e.etype().as_str()
+                ),
+            }
+        }
+        ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure | InvalidCert
+        | HandshakeError | TLSWantX509Lookup | SocketError | BindError => ApiError::BadGateway {
+            code: "upstream_unreachable",
+            message: format!("could not connect to the upstream ({})", e.etype().as_str()),
+        },
+        _ => ApiError::BadGateway {
+            code: "upstream_error",
+            message: format!("the upstream connection failed ({})", e.etype().as_str()),
+        },
+    }
+}

@@ -1,0 +1,469 @@
+//! Test harness: a mock OpenAI-compatible upstream the tests own, and the real gateway
+//! binary started on a free port with a temporary config.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("upstream body is JSON")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct MockShared {
+    requests: Mutex<Vec<Recorded>>,
+    /// Released by the test to let a gated SSE stream send its remaining events.
+    gate: Notify,
+}
+
+/// The mock upstream. The client picks the behaviour with an `x-mock` request header,
+/// which the gateway forwards like any other header:
+/// - (none): a JSON chat completion whose content is "mock reply"
+/// - `sse`: 3 SSE chunks + [DONE], 20 ms apart
+/// - `sse-gated`: one SSE chunk, then waits for [`MockUpstream::release`], then the rest
+/// - `status-500` / `status-429`: that status with an OpenAI error body
+/// - `gzip`: the JSON completion gzip-encoded
+/// - `hang`: never answers
+/// - `reset`: closes the connection without answering
+/// - `sse-break`: one SSE chunk, then closes the connection mid-stream
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    shared: Arc<MockShared>,
+}
+
+pub const MOCK_REPLY: &str = "mock reply";
+
+impl MockUpstream {
+    pub async fn start() -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(MockShared::default());
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(s.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        MockUpstream { addr, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests()
+            .pop()
+            .expect("the upstream received a request")
+    }
+
+    pub fn release(&self) {
+        self.shared.gate.notify_one();
+    }
+}
+
+type MockBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> MockBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn completion_json(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": "mock",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    })
+}
+
+pub fn sse_chunk(content: &str) -> String {
+    let v = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+                   "model": "mock", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    format!("data: {v}\n\n")
+}
+
+async fn handle(
+    shared: Arc<MockShared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<MockBody>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect::<HashMap<_, _>>();
+    let mode = headers.get("x-mock").cloned().unwrap_or_default();
+    shared.requests.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers,
+        body,
+    });
+    let json_resp = |status: u16, v: Value| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-upstream", "mock")
+            .body(full(v.to_string()))
+            .unwrap()
+    };
+    match mode.as_str() {
+        "" => Ok(json_resp(200, completion_json(MOCK_REPLY))),
+        "status-500" | "status-429" => {
+            let code: u16 = mode[7..].parse().unwrap();
+            Ok(json_resp(
+                code,
+                json!({"error": {"message": "mock failure", "type": "server_error", "code": null}}),
+            ))
+        }
+        "gzip" => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(completion_json("zipped reply").to_string().as_bytes())
+                .unwrap();
+            Ok(Response::builder()
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(full(enc.finish().unwrap()))
+                .unwrap())
+        }
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(json_resp(200, json!({})))
+        }
+        "reset" => Err(std::io::Error::other("mock reset")),
+        m if m.starts_with("sse") => Ok(sse_response(shared, m.to_string())),
+        other => Ok(json_resp(
+            400,
+            json!({"error": {"message": format!("unknown mock mode {other}")}}),
+        )),
+    }
+}
+
+fn sse_response(shared: Arc<MockShared>, mode: String) -> Response<MockBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let send = |s: String| tx.send(Ok(Frame::data(Bytes::from(s))));
+        if send(sse_chunk("Hel")).await.is_err() {
+            return;
+        }
+        match mode.as_str() {
+            "sse-gated" => shared.gate.notified().await,
+            "sse-break" => {
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock stream break")))
+                    .await;
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        let _ = send(sse_chunk("lo")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = send(sse_chunk(" world")).await;
+        let _ = send("data: [DONE]\n\n".to_string()).await;
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
+}
+
+/// A free loopback port, probed by binding port 0 (the gateway binds it right after).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real gateway binary, started with a temporary config; killed on drop.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub admin_token: Option<String>,
+}
+
+pub struct GatewayOptions {
+    pub upstream_url: String,
+    pub admin_token: Option<String>,
+    pub reward_token: Option<String>,
+    /// (env var value of the upstream key, client keys)
+    pub upstream_key: Option<(String, String)>,
+    pub max_body_bytes: usize,
+    pub read_timeout_s: u64,
+    pub extra_gateway_yaml: String,
+}
+
+impl GatewayOptions {
+    pub fn new(upstream_url: String) -> Self {
+        GatewayOptions {
+            upstream_url,
+            admin_token: Some("test-admin-token".into()),
+            reward_token: None,
+            upstream_key: None,
+            max_body_bytes: 10 * 1024 * 1024,
+            read_timeout_s: 30,
+            extra_gateway_yaml: String::new(),
+        }
+    }
+}
+
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gepa-gateway")
+}
+
+impl Gateway {
+    pub async fn start(mock: &MockUpstream) -> Gateway {
+        Gateway::start_with(GatewayOptions::new(mock.url())).await
+    }
+
+    pub async fn start_with(o: GatewayOptions) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let (key_env, client_env) = if o.upstream_key.is_some() {
+            ("GEPA_TEST_UPSTREAM_KEY", "GEPA_TEST_CLIENT_KEYS")
+        } else {
+            ("", "")
+        };
+        let yaml = format!(
+            r#"version: 1
+threads: 2
+pid_file: {dir}/gw.pid
+upgrade_sock: {dir}/gw-upgrade.sock
+gateway:
+  listen: "127.0.0.1:{port}"
+  public_url: "http://127.0.0.1:{port}"
+  upstream:
+    url: "{upstream}"
+    api_key_env: "{key_env}"
+    connect_timeout_ms: 2000
+    read_timeout_s: {read_timeout}
+  auth:
+    client_keys_env: "{client_env}"
+  admin:
+    token_env: "GEPA_TEST_ADMIN_TOKEN"
+    reward_token_env: "GEPA_TEST_REWARD_TOKEN"
+  storage:
+    path: "{dir}/gepa.db"
+  limits:
+    max_body_bytes: {max_body}
+{extra}"#,
+            dir = dir.path().display(),
+            upstream = o.upstream_url,
+            read_timeout = o.read_timeout_s,
+            max_body = o.max_body_bytes,
+            extra = o.extra_gateway_yaml,
+        );
+        let conf = dir.path().join("gateway.yaml");
+        std::fs::write(&conf, yaml).unwrap();
+        let mut cmd = Command::new(gateway_bin());
+        cmd.arg("-c")
+            .arg(&conf)
+            .env_remove("GEPA_TEST_ADMIN_TOKEN")
+            .env_remove("GEPA_TEST_REWARD_TOKEN");
+        cmd.env("RUST_LOG", "warn");
+        if let Some(t) = &o.admin_token {
+            cmd.env("GEPA_TEST_ADMIN_TOKEN", t);
+        }
+        if let Some(t) = &o.reward_token {
+            cmd.env("GEPA_TEST_REWARD_TOKEN", t);
+        }
+        if let Some((key, clients)) = &o.upstream_key {
+            cmd.env("GEPA_TEST_UPSTREAM_KEY", key)
+                .env("GEPA_TEST_CLIENT_KEYS", clients);
+        }
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        cmd.stdout(Stdio::null()).stderr(log);
+        let child = cmd.spawn().expect("gateway binary starts");
+        let gw = Gateway {
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            child,
+            dir,
+            admin_token: o.admin_token,
+        };
+        gw.wait_healthy().await;
+        gw
+    }
+
+    /// Polls /healthz until the listener answers (start-up, not synchronisation).
+    async fn wait_healthy(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(self.url("/healthz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway did not become healthy; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Creates a session with the given baseline instruction; returns its GET-style JSON.
+    pub async fn create_session(&self, instruction: &str) -> Value {
+        let body = json!({"config_body": {"prompt_learning": {
+            "algorithm": "gepa",
+            "gepa": {"mode": "online", "online_proposer_min_rollouts": 10},
+            "initial_prompt": {"messages": [{"role": "system", "pattern": instruction}]}
+        }}});
+        let r = self
+            .admin(reqwest::Client::new().post(self.url(SESSIONS)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub fn chat_url(&self, session_id: &str) -> String {
+        self.url(&format!("/api/gepa/v1/{session_id}/chat/completions"))
+    }
+
+    pub async fn get_session(&self, id: &str) -> Value {
+        let r = self
+            .admin(reqwest::Client::new().get(self.url(&format!("{SESSIONS}/{id}"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    pub async fn reward(&self, id: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .admin(reqwest::Client::new().post(self.url(&format!("{SESSIONS}/{id}/reward"))))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_post(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .admin(reqwest::Client::new().post(self.url(path)))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const SESSIONS: &str = "/api/prompt-learning/online/gepa/sessions";
+
+/// A small chat body with a system message.
+pub fn chat_body() -> Value {
+    json!({"model": "gpt-4.1-mini", "messages": [
+        {"role": "system", "content": "client system prompt"},
+        {"role": "user", "content": "When will my card arrive?"}
+    ]})
+}
+
+/// Posts a chat body to the gateway; returns (status, headers, body).
+pub async fn post_chat(
+    url: &str,
+    body: impl Into<reqwest::Body>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Bytes) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.unwrap();
+    (status, headers, body)
+}

@@ -1,0 +1,463 @@
+//! The proxy data path, end to end: the real gateway against a mock upstream.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn assert_gepa_headers(h: &reqwest::header::HeaderMap, session_id: &str) -> String {
+    assert_eq!(h["x-gepa-system-id"], session_id);
+    assert_eq!(h["x-gepa-candidate-id"], "baseline");
+    let rollout = h["x-gepa-rollout-id"].to_str().unwrap().to_string();
+    assert!(rollout.starts_with("ro_"), "{rollout}");
+    rollout
+}
+
+fn assert_no_gepa_headers(h: &reqwest::header::HeaderMap) {
+    for name in [
+        "x-gepa-system-id",
+        "x-gepa-rollout-id",
+        "x-gepa-candidate-id",
+    ] {
+        assert!(h.get(name).is_none(), "{name} must not be set");
+    }
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("error body is JSON");
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn replaces_system_message_and_keeps_every_other_byte() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw
+        .create_session("Answer in \"French\".\nBe brief: é ✓")
+        .await;
+    let id = s["session_id"].as_str().unwrap();
+    // Odd spacing, key order, number literals, escapes, unknown fields, tools: all kept.
+    let prefix = r#"{ "model" :"gpt-4.1-mini","temperature":1.50,"seed":12345678901234567890123,"messages":[ {"name":"x","role":"system","content":"#;
+    let suffix = r#"},{"role":"user","content":"caf\u00e9 \"q\" 1.0e10"}],"stream":false,"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"x_unknown":{"a":[1,-0,2E-3]} }"#;
+    let body = format!("{prefix}\"client system prompt\"{suffix}");
+    let (status, headers, resp) = post_chat(&gw.chat_url(id), body, &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    assert_gepa_headers(&headers, id);
+    let up = mock.last();
+    let expected = format!(
+        "{prefix}{}{suffix}",
+        serde_json::to_string("Answer in \"French\".\nBe brief: é ✓").unwrap()
+    );
+    assert_eq!(String::from_utf8_lossy(&up.body), expected);
+    assert_eq!(
+        up.header("content-length").unwrap(),
+        expected.len().to_string()
+    );
+    assert_eq!(up.path_and_query, "/v1/chat/completions");
+    assert_eq!(up.header("host").unwrap(), mock.addr.to_string());
+    let v: Value = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], MOCK_REPLY);
+}
+
+#[tokio::test]
+async fn inserts_system_message_or_replaces_developer() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("the candidate").await;
+    let id = s["session_id"].as_str().unwrap();
+
+    let no_system = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, _) = post_chat(&gw.chat_url(id), no_system.to_string(), &[]).await;
+    assert_eq!(status, 200);
+    let sent = mock.last().json();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "the candidate"})
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "hi"})
+    );
+
+    let developer = json!({"model": "m", "messages": [
+        {"role": "user", "content": "first"},
+        {"role": "developer", "content": "old"},
+        {"role": "system", "content": "second system stays"}]});
+    let (status, _, _) = post_chat(&gw.chat_url(id), developer.to_string(), &[]).await;
+    assert_eq!(status, 200);
+    let sent = mock.last().json();
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "developer", "content": "the candidate"})
+    );
+    assert_eq!(sent["messages"][2]["content"], "second system stays");
+}
+
+#[tokio::test]
+async fn forwards_authorization_query_and_v1_and_correlation_forms() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    for path in [
+        format!("/api/gepa/v1/{id}/v1/chat/completions?api-version=2024-06-01"),
+        format!("/api/gepa/v1/{id}/conv-1/chat/completions?api-version=2024-06-01"),
+        format!("/api/gepa/v1/{id}/conv-2/v1/chat/completions?api-version=2024-06-01"),
+    ] {
+        let (status, headers, _) = post_chat(
+            &gw.url(&path),
+            chat_body().to_string(),
+            &[("authorization", "Bearer sk-client")],
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+        assert_gepa_headers(&headers, id);
+        let up = mock.last();
+        assert_eq!(
+            up.path_and_query,
+            "/v1/chat/completions?api-version=2024-06-01"
+        );
+        assert_eq!(up.header("authorization"), Some("Bearer sk-client"));
+    }
+}
+
+#[tokio::test]
+async fn upstream_key_replaces_client_key_and_client_keys_are_required() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.upstream_key = Some(("sk-gateway-secret".into(), "ck-one, ck-two".into()));
+    let gw = Gateway::start_with(o).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+
+    for auth in [None, Some("Bearer wrong"), Some("Bearer sk-gateway-secret")] {
+        let headers: Vec<(&str, &str)> =
+            auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+        let (status, h, body) =
+            post_chat(&gw.chat_url(id), chat_body().to_string(), &headers).await;
+        assert_eq!(status, 401, "{auth:?}");
+        assert_eq!(error_code(&body), "unauthorized");
+        assert_no_gepa_headers(&h);
+    }
+    assert_eq!(mock.count(), 0, "the upstream received nothing");
+
+    let (status, _, _) = post_chat(
+        &gw.chat_url(id),
+        chat_body().to_string(),
+        &[("authorization", "Bearer ck-two")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mock.last().header("authorization"),
+        Some("Bearer sk-gateway-secret")
+    );
+    assert!(
+        !gw.log().contains("sk-gateway-secret"),
+        "the key never reaches a log line"
+    );
+}
+
+#[tokio::test]
+async fn streams_sse_event_by_event() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    let mut resp = reqwest::Client::new()
+        .post(gw.chat_url(id))
+        .header("x-mock", "sse-gated")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_gepa_headers(resp.headers(), id);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // The mock holds every later event until we release it: seeing the first one now
+    // proves it was forwarded before the last was even sent.
+    let first = resp.chunk().await.unwrap().expect("first event");
+    assert!(
+        String::from_utf8_lossy(&first).contains("\"Hel\""),
+        "{first:?}"
+    );
+    mock.release();
+    let mut rest = Vec::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(
+        rest.contains("\"lo\"")
+            && rest.contains("\" world\"")
+            && rest.ends_with("data: [DONE]\n\n"),
+        "{rest}"
+    );
+}
+
+fn big_body(bytes: usize, stream: bool) -> Value {
+    // Mixed content so the bytes are not trivially compressible or all-ASCII.
+    let text: String = "Long RAG context with unicode é✓ and \"quotes\". ".repeat(bytes / 50 + 1);
+    json!({"model": "m", "stream": stream, "messages": [
+        {"role": "system", "content": "old"},
+        {"role": "user", "content": text}]})
+}
+
+#[tokio::test]
+async fn large_bodies_reach_the_upstream_whole() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("new system").await;
+    let id = s["session_id"].as_str().unwrap();
+    for (size, stream) in [
+        (1 << 20, false),
+        (1 << 20, true),
+        (5 << 20, false),
+        (5 << 20, true),
+    ] {
+        let body = big_body(size, stream);
+        let sent_text = body["messages"][1]["content"].clone();
+        let mode: &[(&str, &str)] = if stream { &[("x-mock", "sse")] } else { &[] };
+        let (status, headers, resp) = post_chat(&gw.chat_url(id), body.to_string(), mode).await;
+        assert_eq!(status, 200, "size {size} stream {stream}");
+        assert_gepa_headers(&headers, id);
+        let up = mock.last();
+        assert_eq!(
+            up.header("content-length").unwrap(),
+            up.body.len().to_string()
+        );
+        let got = up.json();
+        assert_eq!(got["messages"][0]["content"], "new system");
+        assert_eq!(got["messages"][1]["content"], sent_text);
+        if stream {
+            assert!(String::from_utf8_lossy(&resp).ends_with("data: [DONE]\n\n"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400_and_never_reach_the_upstream() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    let cases: [(&str, &str); 6] = [
+        ("{not json", "invalid_json"),
+        ("", "invalid_json"),
+        ("[1,2]", "invalid_body"),
+        (r#"{"model":"m"}"#, "missing_messages"),
+        (r#"{"model":"m","messages":"hi"}"#, "invalid_messages"),
+        (r#"{"model":"m","messages":[1]}"#, "invalid_messages"),
+    ];
+    for (body, code) in cases {
+        let (status, headers, resp) = post_chat(&gw.chat_url(id), body.to_string(), &[]).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error_code(&resp), code, "{body}");
+        assert_no_gepa_headers(&headers);
+    }
+    assert_eq!(mock.count(), 0);
+    let v = gw.get_session(id).await;
+    assert_eq!(v["rollout_count"], 0, "no rollout for a refused request");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_declared_or_streamed() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.max_body_bytes = 4096;
+    let gw = Gateway::start_with(o).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    let body = big_body(8192, false).to_string();
+    // Declared Content-Length over the limit: refused before reading.
+    let (status, headers, resp) = post_chat(&gw.chat_url(id), body.clone(), &[]).await;
+    assert_eq!(status, 413);
+    assert_eq!(error_code(&resp), "body_too_large");
+    assert_no_gepa_headers(&headers);
+    // Chunked, no Content-Length: refused while reading.
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+        .as_bytes()
+        .chunks(1000)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = reqwest::Client::new()
+        .post(gw.chat_url(id))
+        .body(stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(mock.count(), 0);
+    // Just under the limit still works.
+    let ok = json!({"model": "m", "messages": [{"role": "user", "content": "a".repeat(3000)}]});
+    let (status, _, _) = post_chat(&gw.chat_url(id), ok.to_string(), &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn unknown_sessions_routes_and_methods() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let (status, h, body) = post_chat(&gw.chat_url(unknown), chat_body().to_string(), &[]).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (404, "unknown_session")
+    );
+    assert_no_gepa_headers(&h);
+    for path in [
+        format!("/api/gepa/v1/{id}/bad%20id/chat/completions"),
+        format!("/api/gepa/v1/{id}/embeddings"),
+        format!("/api/gepa/v1/{id}/{}/chat/completions", "c".repeat(129)),
+        "/v1/chat/completions".to_string(),
+        "/metrics".to_string(),
+    ] {
+        let (status, h, body) = post_chat(&gw.url(&path), chat_body().to_string(), &[]).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (404, "unknown_route"),
+            "{path}"
+        );
+        assert_no_gepa_headers(&h);
+    }
+    let r = reqwest::get(gw.chat_url(id)).await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    assert_eq!(error_code(&r.bytes().await.unwrap()), "method_not_allowed");
+    assert_eq!(mock.count(), 0);
+}
+
+#[tokio::test]
+async fn upstream_failures_carry_gepa_headers() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.read_timeout_s = 1;
+    let gw = Gateway::start_with(o).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+
+    // Upstream error statuses pass through with their body.
+    let (status, h, body) = post_chat(
+        &gw.chat_url(id),
+        chat_body().to_string(),
+        &[("x-mock", "status-429")],
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_gepa_headers(&h, id);
+    assert_eq!(h["x-upstream"], "mock");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["message"], "mock failure");
+
+    // A reset is a 502, a silent upstream a 504: both OpenAI-shaped, both with headers.
+    let (status, h, body) = post_chat(
+        &gw.chat_url(id),
+        chat_body().to_string(),
+        &[("x-mock", "reset")],
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (502, "upstream_error")
+    );
+    assert_gepa_headers(&h, id);
+    let (status, h, body) = post_chat(
+        &gw.chat_url(id),
+        chat_body().to_string(),
+        &[("x-mock", "hang")],
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (504, "upstream_timeout")
+    );
+    assert_gepa_headers(&h, id);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let closed_port = free_port();
+    let gw = Gateway::start_with(GatewayOptions::new(format!(
+        "http://127.0.0.1:{closed_port}/v1"
+    )))
+    .await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    let (status, h, body) = post_chat(&gw.chat_url(id), chat_body().to_string(), &[]).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (502, "upstream_unreachable")
+    );
+    let rollout = assert_gepa_headers(&h, id);
+    // An outage says nothing about a prompt: the rollout cannot be rewarded.
+    let (status, v) = gw
+        .reward(
+            id,
+            json!({"rollout_id": rollout, "reward_info": {"outcome_reward": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("rollout_failed"))
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_midway_is_not_ended_cleanly() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    let mut resp = reqwest::Client::new()
+        .post(gw.chat_url(id))
+        .header("x-mock", "sse-break")
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_gepa_headers(resp.headers(), id);
+    let mut saw_error = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(_) => {
+                saw_error = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        saw_error,
+        "a truncated stream must not look complete to the client"
+    );
+}
+
+#[tokio::test]
+async fn gzip_responses_pass_through() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let s = gw.create_session("x").await;
+    let id = s["session_id"].as_str().unwrap();
+    // reqwest (gzip feature) sends Accept-Encoding: gzip and decodes, as the SDKs do.
+    let r = reqwest::Client::builder()
+        .gzip(true)
+        .build()
+        .unwrap()
+        .post(gw.chat_url(id))
+        .header("x-mock", "gzip")
+        .json(&chat_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.last().header("accept-encoding"), Some("gzip"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "zipped reply");
+}
