@@ -39,6 +39,7 @@ fn chat_body(target: usize) -> Vec<u8> {
         "role": "system",
         "content": "You are a helpful assistant for network engineers. Be precise."
     })];
+    let mut messages_len = 0;
     let mut turn = 0;
     loop {
         let body = serde_json::to_vec(&json!({
@@ -53,12 +54,22 @@ fn chat_body(target: usize) -> Vec<u8> {
         if body.len() >= target {
             return body;
         }
-        messages.push(json!({"role": "user", "content": USER_TURNS[turn % USER_TURNS.len()]}));
-        messages.push(json!({
-            "role": "assistant",
-            "content": ASSISTANT_TURNS[turn % ASSISTANT_TURNS.len()]
-        }));
-        turn += 1;
+        // Append turns until the estimate reaches the target, then re-measure.
+        let missing = target - body.len();
+        let start_len = messages_len;
+        while messages_len - start_len < missing {
+            for message in [
+                json!({"role": "user", "content": USER_TURNS[turn % USER_TURNS.len()]}),
+                json!({
+                    "role": "assistant",
+                    "content": ASSISTANT_TURNS[turn % ASSISTANT_TURNS.len()]
+                }),
+            ] {
+                messages_len += message.to_string().len() + 1;
+                messages.push(message);
+            }
+            turn += 1;
+        }
     }
 }
 
