@@ -17,6 +17,7 @@ use crate::config::GatewayConfig;
 use crate::errors::ApiError;
 use crate::routes::{self, Route};
 use crate::sessions::{PublicUrls, Sessions};
+use crate::store::MemoryStore;
 use crate::upstream::Upstream;
 use crate::{proxy, respond};
 
@@ -36,7 +37,11 @@ pub struct GatewayState {
 
 impl GatewayState {
     pub fn new(config: GatewayConfig) -> Self {
-        let sessions = Arc::new(Sessions::new(config.max_sessions, config.correlation_ttl));
+        let sessions = Arc::new(Sessions::new(
+            config.max_sessions,
+            config.correlation_ttl,
+            Arc::new(MemoryStore),
+        ));
         let admin = AdminApi {
             sessions: sessions.clone(),
             urls: PublicUrls::new(&config.public_url),

@@ -6,6 +6,11 @@
 //! API is [`admin`], guarded by [`auth`]. [`config`] turns the YAML file into a validated
 //! model; [`server`] wires it all into a Pingora server.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod admin;
 pub mod auth;
 pub mod capture;
@@ -20,4 +25,5 @@ pub mod routes;
 pub mod selection;
 pub mod server;
 pub mod sessions;
+pub mod store;
 pub mod upstream;

@@ -4,8 +4,8 @@
 //! never meet on one lock. Each session keeps its mutable state behind its own mutex,
 //! held only for the few hundred nanoseconds of a bookkeeping step (never across I/O).
 //!
-//! Every change is also handed to a [`StateStore`]; the memory-only store keeps nothing,
-//! the durable store (a later release) implements the same trait.
+//! Every acknowledged change is handed to a [`StateStore`] before it is applied (see
+//! [`crate::store`]); a failed write leaves the state as it was.
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use crate::errors::ApiError;
 use crate::rewrite::CapturedMessage;
 use crate::selection::CandidateSelector;
+use crate::store::{StateStore, StoreError};
 
 /// A session's candidate needs this many rewards before it can be named the best.
 /// Two lucky rewards must not crown a candidate.
@@ -288,11 +289,23 @@ pub struct Session {
     seq: u64,
     correlation_ttl: Duration,
     selector: CandidateSelector,
+    store: Arc<dyn StateStore>,
     state: Mutex<SessionState>,
 }
 
+impl std::fmt::Debug for dyn StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateStore")
+    }
+}
+
 impl Session {
-    fn new(seq: u64, new: NewSession, correlation_ttl: Duration) -> Self {
+    fn new(
+        seq: u64,
+        new: NewSession,
+        correlation_ttl: Duration,
+        store: Arc<dyn StateStore>,
+    ) -> Self {
         let now = OffsetDateTime::now_utc();
         let baseline = Arc::new(Candidate::baseline(new.baseline_instruction.into()));
         Session {
@@ -304,6 +317,7 @@ impl Session {
             seq,
             correlation_ttl,
             selector: CandidateSelector,
+            store,
             state: Mutex::new(SessionState {
                 status: Status::Started,
                 updated_at: now,
@@ -387,6 +401,7 @@ impl Session {
                 r.calls_failed += 1;
             }
             r.input = outcome.input;
+            self.store.rollout_finished(self, rollout_id, r);
         }
     }
 
@@ -394,10 +409,17 @@ impl Session {
     pub fn transition(&self, t: Transition) -> Result<Status, ApiError> {
         let mut st = self.state.lock();
         if let Some(next) = next_status(st.status, t)? {
-            st.status = next;
-            st.updated_at = OffsetDateTime::now_utc();
+            self.set_status(&mut st, next)?;
         }
         Ok(st.status)
+    }
+
+    /// Persists, then applies, a status change.
+    fn set_status(&self, st: &mut SessionState, next: Status) -> Result<(), StoreError> {
+        self.store.status_changed(self, next)?;
+        st.status = next;
+        st.updated_at = OffsetDateTime::now_utc();
+        Ok(())
     }
 
     /// Applies a reward (and/or a stop) under the contract's rules.
@@ -407,8 +429,7 @@ impl Session {
             // A bare stop: only the lifecycle changes.
             if req.stop {
                 if let Some(next) = next_status(st.status, Transition::Stop)? {
-                    st.status = next;
-                    st.updated_at = OffsetDateTime::now_utc();
+                    self.set_status(&mut st, next)?;
                 }
             }
             return Ok(self.reply(&st, None, None, false));
@@ -423,11 +444,15 @@ impl Session {
             ));
         }
         let rollout_id = st.resolve_rollout(&req)?;
-        let duplicate = st.apply_reward(&rollout_id, req.candidate_id.as_deref(), reward)?;
+        let duplicate = st.check_reward(&rollout_id, req.candidate_id.as_deref(), &reward)?;
+        if !duplicate {
+            self.store.reward_recorded(self, &rollout_id, &reward)?;
+            st.commit_reward(&rollout_id, reward);
+        }
         if req.stop {
-            next_status(st.status, Transition::Stop)?
-                .into_iter()
-                .for_each(|s| st.status = s);
+            if let Some(next) = next_status(st.status, Transition::Stop)? {
+                self.set_status(&mut st, next)?;
+            }
         }
         st.updated_at = OffsetDateTime::now_utc();
         let candidate_id = st.rollouts.get(&rollout_id).map(|r| r.candidate.id.clone());
@@ -634,14 +659,15 @@ impl SessionState {
         ))
     }
 
-    /// Applies the first reward of a rollout; returns whether it was an idempotent repeat.
-    fn apply_reward(
-        &mut self,
+    /// Checks a reward against the rollout: `Ok(true)` for an idempotent repeat of the
+    /// recorded reward, `Ok(false)` for a first reward that may be committed.
+    fn check_reward(
+        &self,
         rollout_id: &Arc<str>,
         candidate_id: Option<&str>,
-        reward: Reward,
+        reward: &Reward,
     ) -> Result<bool, ApiError> {
-        let Some(rollout) = self.rollouts.get_mut(rollout_id) else {
+        let Some(rollout) = self.rollouts.get(rollout_id) else {
             return Err(ApiError::not_found("unknown_rollout", "unknown rollout"));
         };
         if let Some(cid) = candidate_id {
@@ -656,7 +682,7 @@ impl SessionState {
             }
         }
         if let Some(existing) = &rollout.reward {
-            return if *existing == reward {
+            return if existing == reward {
                 Ok(true)
             } else {
                 Err(ApiError::conflict(
@@ -671,6 +697,14 @@ impl SessionState {
                 "none of this rollout's upstream calls succeeded; an outage says nothing about a prompt",
             ));
         }
+        Ok(false)
+    }
+
+    /// Counts a checked first reward.
+    fn commit_reward(&mut self, rollout_id: &Arc<str>, reward: Reward) {
+        let Some(rollout) = self.rollouts.get_mut(rollout_id) else {
+            return;
+        };
         {
             let mut stats = rollout.candidate.stats.lock();
             stats.reward_count += 1;
@@ -678,17 +712,16 @@ impl SessionState {
         }
         rollout.reward = Some(reward);
         // The reward closes a correlated conversation: its next call opens a new rollout.
-        if let Some(corr) = rollout.correlation_id.clone() {
+        if let Some(corr) = &rollout.correlation_id {
             if self
                 .pins
-                .get(&corr)
+                .get(corr)
                 .is_some_and(|p| &p.rollout_id == rollout_id)
             {
-                self.pins.remove(&corr);
+                self.pins.remove(corr);
             }
         }
         self.reward_count += 1;
-        Ok(false)
     }
 }
 
@@ -727,6 +760,7 @@ pub struct Sessions {
     next_seq: AtomicU64,
     max_sessions: usize,
     correlation_ttl: Duration,
+    store: Arc<dyn StateStore>,
 }
 
 /// One page of the session list.
@@ -736,8 +770,9 @@ pub struct SessionPage {
 }
 
 impl Sessions {
-    pub fn new(max_sessions: usize, correlation_ttl: Duration) -> Self {
+    pub fn new(max_sessions: usize, correlation_ttl: Duration, store: Arc<dyn StateStore>) -> Self {
         Sessions {
+            store,
             by_id: DashMap::new(),
             by_age: RwLock::new(BTreeMap::new()),
             next_seq: AtomicU64::new(1),
@@ -769,7 +804,13 @@ impl Sessions {
             ));
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(seq, new, self.correlation_ttl));
+        let session = Arc::new(Session::new(
+            seq,
+            new,
+            self.correlation_ttl,
+            self.store.clone(),
+        ));
+        self.store.session_created(&session)?;
         self.by_id.insert(session.id.clone(), session.clone());
         self.by_age.write().insert(seq, session.clone());
         Ok(session)
@@ -798,6 +839,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MemoryStore;
 
     fn settings() -> GepaSettings {
         GepaSettings {
@@ -810,7 +852,7 @@ mod tests {
     }
 
     fn session() -> Arc<Session> {
-        let s = Sessions::new(10, Duration::from_secs(60));
+        let s = Sessions::new(10, Duration::from_secs(60), Arc::new(MemoryStore));
         s.create(NewSession {
             baseline_instruction: "be helpful".into(),
             settings: settings(),
@@ -924,7 +966,7 @@ mod tests {
 
     #[test]
     fn expired_pin_opens_new_rollout() {
-        let reg = Sessions::new(10, Duration::from_millis(0));
+        let reg = Sessions::new(10, Duration::from_millis(0), Arc::new(MemoryStore));
         let s = reg
             .create(NewSession {
                 baseline_instruction: "x".into(),
@@ -981,7 +1023,7 @@ mod tests {
 
     #[test]
     fn list_is_newest_first_with_cursor() {
-        let reg = Sessions::new(100, Duration::from_secs(1));
+        let reg = Sessions::new(100, Duration::from_secs(1), Arc::new(MemoryStore));
         let ids: Vec<String> = (0..5)
             .map(|_| {
                 reg.create(NewSession {
@@ -1009,7 +1051,7 @@ mod tests {
 
     #[test]
     fn session_limit() {
-        let reg = Sessions::new(1, Duration::from_secs(1));
+        let reg = Sessions::new(1, Duration::from_secs(1), Arc::new(MemoryStore));
         let n = || NewSession {
             baseline_instruction: "x".into(),
             settings: settings(),
@@ -1017,5 +1059,56 @@ mod tests {
         };
         reg.create(n()).unwrap();
         assert_eq!(reg.create(n()).unwrap_err().code(), "session_limit");
+    }
+
+    /// A store whose every write fails: nothing may change, and clients get a 503.
+    struct BrokenStore;
+
+    impl StateStore for BrokenStore {
+        fn session_created(&self, _: &Session) -> Result<(), StoreError> {
+            Err(StoreError("disk full".into()))
+        }
+        fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
+            Err(StoreError("disk full".into()))
+        }
+        fn reward_recorded(&self, _: &Session, _: &str, _: &Reward) -> Result<(), StoreError> {
+            Err(StoreError("disk full".into()))
+        }
+        fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+    }
+
+    #[test]
+    fn failed_store_writes_change_nothing() {
+        let reg = Sessions::new(10, Duration::from_secs(60), Arc::new(BrokenStore));
+        let err = reg
+            .create(NewSession {
+                baseline_instruction: "x".into(),
+                settings: settings(),
+                metadata: None,
+            })
+            .unwrap_err();
+        assert_eq!(err.status(), 503);
+        assert!(err.extra_headers().iter().any(|(h, _)| *h == "retry-after"));
+        assert!(reg.is_empty() && reg.list(10, None).items.is_empty());
+
+        let s = Arc::new(Session::new(
+            1,
+            NewSession {
+                baseline_instruction: "x".into(),
+                settings: settings(),
+                metadata: None,
+            },
+            Duration::from_secs(60),
+            Arc::new(BrokenStore),
+        ));
+        let t = ok_call(&s, None);
+        assert_eq!(
+            s.reward(reward(&t.rollout_id, 1.0)).unwrap_err().status(),
+            503
+        );
+        assert!(s.rollout(&t.rollout_id).unwrap().reward.is_none());
+        assert_eq!(s.state.lock().reward_count, 0);
+        assert_eq!(s.transition(Transition::Pause).unwrap_err().status(), 503);
+        assert_eq!(s.status(), Status::Started);
     }
 }

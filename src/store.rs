@@ -1,0 +1,58 @@
+//! The interface through which session state is made durable.
+//!
+//! The in-memory registry ([`crate::sessions::Sessions`]) is what the request path reads.
+//! Every acknowledged change is first handed to a [`StateStore`]: a change whose write
+//! fails is not applied, and the client gets a 503 to retry. Rollouts are handed over
+//! write-behind (the call was already answered; nothing waits on the disk).
+//!
+//! This release ships [`MemoryStore`], which keeps nothing beyond the process: a restart
+//! loses every session. The embedded durable store implements the same trait.
+
+use crate::errors::ApiError;
+use crate::sessions::{Reward, Rollout, Session, Status};
+
+/// Why a store write failed. The message names the cause, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable {
+            message: format!("the state store could not record the change: {}", e.0),
+            retry_after_s: 1,
+        }
+    }
+}
+
+pub trait StateStore: Send + Sync {
+    /// A new session, before it is visible or acknowledged.
+    fn session_created(&self, session: &Session) -> Result<(), StoreError>;
+    /// A lifecycle change, before it is applied.
+    fn status_changed(&self, session: &Session, status: Status) -> Result<(), StoreError>;
+    /// The first reward of a rollout, before it counts.
+    fn reward_recorded(
+        &self,
+        session: &Session,
+        rollout_id: &str,
+        reward: &Reward,
+    ) -> Result<(), StoreError>;
+    /// A finished call's rollout record, write-behind: must not block.
+    fn rollout_finished(&self, session: &Session, rollout_id: &str, rollout: &Rollout);
+}
+
+/// Keeps nothing: state lives only in the process's memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStore;
+
+impl StateStore for MemoryStore {
+    fn session_created(&self, _: &Session) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn reward_recorded(&self, _: &Session, _: &str, _: &Reward) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+}
