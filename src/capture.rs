@@ -3,8 +3,8 @@
 //! The response reaches the client untouched and unbuffered; this module only keeps a copy
 //! of the bytes (up to [`MAX_RAW_BYTES`]) and extracts the text once the exchange is over,
 //! off the latency path. It understands a JSON chat completion and an SSE stream of chunks
-//! (reassembling `choices[0].delta.content`), either of them gzip-, deflate- or
-//! identity-encoded: the OpenAI SDKs ask for gzip.
+//! (reassembling `choices[0].delta.content`), in any content coding a client may ask for
+//! (gzip, deflate, br, zstd, identity): the OpenAI SDKs ask for gzip and often br or zstd.
 
 use flate2::read::{GzDecoder, ZlibDecoder};
 use serde_json::Value;
@@ -18,6 +18,8 @@ enum Encoding {
     Identity,
     Gzip,
     Deflate,
+    Brotli,
+    Zstd,
     Unsupported,
 }
 
@@ -38,6 +40,8 @@ impl ReplyCapture {
             "" | "identity" => Encoding::Identity,
             "gzip" | "x-gzip" => Encoding::Gzip,
             "deflate" => Encoding::Deflate,
+            "br" => Encoding::Brotli,
+            "zstd" => Encoding::Zstd,
             _ => Encoding::Unsupported,
         };
         ReplyCapture {
@@ -86,6 +90,12 @@ fn decode(encoding: Encoding, raw: &[u8]) -> Option<Vec<u8>> {
         Encoding::Identity => return Some(raw.to_vec()),
         Encoding::Gzip => GzDecoder::new(raw).take(limit).read_to_end(&mut out),
         Encoding::Deflate => ZlibDecoder::new(raw).take(limit).read_to_end(&mut out),
+        Encoding::Brotli => brotli::Decompressor::new(raw, 16 * 1024)
+            .take(limit)
+            .read_to_end(&mut out),
+        Encoding::Zstd => {
+            zstd::stream::read::Decoder::new(raw).and_then(|d| d.take(limit).read_to_end(&mut out))
+        }
         Encoding::Unsupported => return None,
     };
     res.ok().map(|_| out)
@@ -201,7 +211,32 @@ mod tests {
             capture("application/json", "gzip", &[&gz]).as_deref(),
             Some("zipped")
         );
-        assert_eq!(capture("application/json", "br", &[&gz]), None);
+        assert_eq!(
+            capture("application/json", "br", &[&gz]),
+            None,
+            "not brotli"
+        );
+        assert_eq!(capture("application/json", "compress", &[&gz]), None);
+    }
+
+    #[test]
+    fn brotli_and_zstd_sse() {
+        let sse =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"squeezed\"}}]}\n\ndata: [DONE]\n\n";
+        let mut br = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+            w.write_all(sse.as_bytes()).unwrap();
+        }
+        assert_eq!(
+            capture("text/event-stream", "br", &[&br]).as_deref(),
+            Some("squeezed")
+        );
+        let zs = zstd::stream::encode_all(sse.as_bytes(), 3).unwrap();
+        assert_eq!(
+            capture("text/event-stream", "zstd", &[&zs]).as_deref(),
+            Some("squeezed")
+        );
     }
 
     #[test]

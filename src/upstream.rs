@@ -2,9 +2,10 @@
 //! certificate checks for https), and how the upstream request is built.
 //!
 //! Hostnames are resolved here with tokio's resolver (off the worker thread) and cached
-//! briefly, because Pingora's `HttpPeer::new` resolves with blocking `getaddrinfo`.
+//! briefly, because Pingora's `HttpPeer::new` resolves with blocking `getaddrinfo`. The
+//! cached answer is read without a lock (`ArcSwap`), so calls never meet on it.
 
-use parking_lot::Mutex;
+use arc_swap::ArcSwapOption;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::ALPN;
@@ -12,6 +13,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Secret, UpstreamConfig};
@@ -39,7 +41,7 @@ const HOP_BY_HOP: [&str; 10] = [
 pub struct Upstream {
     pub config: UpstreamConfig,
     pub connector: Connector,
-    dns: Mutex<Option<(SocketAddr, Instant)>>,
+    dns: ArcSwapOption<(SocketAddr, Instant)>,
 }
 
 impl Upstream {
@@ -52,7 +54,7 @@ impl Upstream {
         Upstream {
             config,
             connector: Connector::new(Some(options)),
-            dns: Mutex::new(None),
+            dns: ArcSwapOption::empty(),
         }
     }
 
@@ -83,9 +85,9 @@ impl Upstream {
         if let Ok(ip) = url.host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, url.port));
         }
-        if let Some((addr, at)) = *self.dns.lock() {
-            if at.elapsed() < DNS_TTL {
-                return Ok(addr);
+        if let Some(cached) = self.dns.load().as_deref() {
+            if cached.1.elapsed() < DNS_TTL {
+                return Ok(cached.0);
             }
         }
         let lookup = tokio::time::timeout(
@@ -101,7 +103,7 @@ impl Upstream {
             code: "upstream_unreachable",
             message: format!("could not resolve the upstream host {}", url.host),
         })?;
-        *self.dns.lock() = Some((addr, Instant::now()));
+        self.dns.store(Some(Arc::new((addr, Instant::now()))));
         Ok(addr)
     }
 

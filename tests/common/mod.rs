@@ -256,6 +256,8 @@ pub struct GatewayOptions {
     pub max_body_bytes: usize,
     pub read_timeout_s: u64,
     pub extra_gateway_yaml: String,
+    /// `gateway.upstream.ca_file`: the PEM bundle that replaces the system roots.
+    pub ca_file: Option<String>,
 }
 
 impl GatewayOptions {
@@ -268,6 +270,7 @@ impl GatewayOptions {
             max_body_bytes: 10 * 1024 * 1024,
             read_timeout_s: 30,
             extra_gateway_yaml: String::new(),
+            ca_file: None,
         }
     }
 }
@@ -302,7 +305,7 @@ gateway:
     api_key_env: "{key_env}"
     connect_timeout_ms: 2000
     read_timeout_s: {read_timeout}
-  auth:
+{ca_file}  auth:
     client_keys_env: "{client_env}"
   admin:
     token_env: "GEPA_TEST_ADMIN_TOKEN"
@@ -317,6 +320,11 @@ gateway:
             read_timeout = o.read_timeout_s,
             max_body = o.max_body_bytes,
             extra = o.extra_gateway_yaml,
+            ca_file = o
+                .ca_file
+                .as_ref()
+                .map(|p| format!("    ca_file: \"{p}\"\n"))
+                .unwrap_or_default(),
         );
         let conf = dir.path().join("gateway.yaml");
         std::fs::write(&conf, yaml).unwrap();
