@@ -12,12 +12,14 @@
 )]
 
 pub mod admin;
+pub mod allocation;
 pub mod auth;
 pub mod capture;
 pub mod config;
 pub mod errors;
 pub mod gateway;
 pub mod logging;
+pub mod pareto;
 pub mod proxy;
 pub mod respond;
 pub mod rewrite;

@@ -23,19 +23,22 @@
 //! would reorder keys, reformat numbers (`1.0e10`, `-0`, integers beyond
 //! `u64`), re-escape strings, drop duplicate keys and lose whitespace — and the
 //! upstream provider (and anyone comparing request hashes) would see a
-//! different request than the client sent. Instead the body is parsed once with
-//! borrowed [`RawValue`]s, which gives the exact byte span of every value we
-//! care about, and the output is assembled from three slices: the bytes before
-//! the span, the new JSON-encoded instruction, and the bytes after it. Every
-//! other byte reaches the upstream unchanged, and the output is built with a
-//! single allocation of the exact final size.
+//! different request than the client sent. Instead the body is parsed with
+//! borrowed [`RawValue`]s (one pass over the top-level object, one over the
+//! `messages` array), which gives the exact byte span of every value we care
+//! about, and the output is assembled from three slices: the bytes before the
+//! span, the new JSON-encoded instruction, and the bytes after it. Every other
+//! byte reaches the upstream unchanged, and the output buffer is allocated
+//! once, at its exact final size.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 
 /// Appended to a captured message content that was cut at `capture_max_bytes`.
@@ -206,33 +209,12 @@ impl<'a> ParsedChatBody<'a> {
             .stream
             .is_some_and(|raw| raw.get().trim_matches(JSON_WS) == "true");
 
-        let elements: Vec<&'a RawValue> =
-            serde_json::from_str(messages.get()).map_err(|_| BodyError::MessagesNotArray)?;
-
-        let mut splice: Option<Splice> = None;
-        let mut pending = Vec::new();
-        for (index, element) in elements.iter().enumerate() {
-            let invalid = BodyError::InvalidMessage { index };
-            let message: MessageFields<'a> =
-                serde_json::from_str(element.get()).map_err(|_| invalid.clone())?;
-            let role = message.role.ok_or(invalid)?;
-            if is_instruction_role(&role) {
-                if splice.is_none() {
-                    splice = Some(splice_for_message(body, element, message.content)?);
-                }
-            } else {
-                pending.push(PendingCapture {
-                    role,
-                    content: message.content,
-                    tool_calls: message.tool_calls,
-                });
-            }
-        }
-
-        let splice = match splice {
+        let messages_pass = parse_messages(body, messages)?;
+        let splice = match messages_pass.splice {
             Some(splice) => splice,
-            None => splice_for_new_message(body, messages, !elements.is_empty())?,
+            None => splice_for_new_message(body, messages, messages_pass.index > 0)?,
         };
+        let pending = messages_pass.pending;
 
         Ok(ParsedChatBody {
             body,
@@ -337,29 +319,31 @@ fn encode_instruction(prefix: &str, instruction: &str, suffix: &str) -> Vec<u8> 
     out
 }
 
-/// Splice for the first system/developer message `element`: replace its
-/// `content` value, or insert a `content` key after its `{`.
+/// Splice for the first system/developer message: replace its `content`
+/// value, or insert a `content` key right after its `{` — found by walking back
+/// from its first key over whitespace.
 fn splice_for_message(
     body: &[u8],
-    element: &RawValue,
     content: Option<&RawValue>,
+    first_key: Option<&RawValue>,
 ) -> Result<Splice, BodyError> {
     if let Some(content) = content {
         let (start, end) = span(body, content)?;
         return Splice::new(body, start, end, "", "");
     }
-    let (start, _) = span(body, element)?;
-    let raw = element.get();
-    let rest = raw.trim_start_matches(JSON_WS);
-    let brace = start + (raw.len() - rest.len());
-    if !rest.starts_with('{') {
+    let (key_start, _) = span(body, first_key.ok_or_else(internal_span_error)?)?;
+    let before_key = body.get(..key_start).ok_or_else(internal_span_error)?;
+    let ws = before_key
+        .iter()
+        .rev()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    let at = key_start - ws;
+    if at == 0 || before_key.get(at - 1) != Some(&b'{') {
         return Err(internal_span_error());
     }
-    let after_brace = rest.get(1..).unwrap_or("");
-    let empty = after_brace.trim_start_matches(JSON_WS).starts_with('}');
-    let at = brace + 1;
-    let suffix = if empty { "" } else { "," };
-    Splice::new(body, at, at, "\"content\":", suffix)
+    // The object has at least its `role` key after `at`, hence the comma.
+    Splice::new(body, at, at, "\"content\":", ",")
 }
 
 /// Splice inserting a new system message right after the `[` of `messages`.
@@ -460,57 +444,159 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
     }
 }
 
-/// The fields of one `messages` element that matter here.
-struct MessageFields<'a> {
-    role: Option<Cow<'a, str>>,
-    /// Present for any `content` key, including `"content": null`.
-    content: Option<&'a RawValue>,
-    tool_calls: Option<&'a RawValue>,
+/// What the pass over the `messages` array collects.
+struct MessagesPass<'a> {
+    body: &'a [u8],
+    /// `messages` turned out to be an array.
+    is_array: bool,
+    /// Elements fully read so far, i.e. the index of the element being read.
+    index: usize,
+    /// Where the instruction goes, once the first system message was seen.
+    splice: Option<Splice>,
+    pending: Vec<PendingCapture<'a>>,
+    /// Set when the pass stops for a reason other than "element `index` is
+    /// invalid".
+    failure: Option<BodyError>,
 }
 
-impl<'de> Deserialize<'de> for MessageFields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MessageVisitor;
+/// One pass over `messages` (already known to be valid JSON): checks every
+/// element and records the splice and the messages to capture, without
+/// re-parsing each element separately.
+fn parse_messages<'a>(
+    body: &'a [u8],
+    messages: &'a RawValue,
+) -> Result<MessagesPass<'a>, BodyError> {
+    let mut pass = MessagesPass {
+        body,
+        is_array: false,
+        index: 0,
+        splice: None,
+        pending: Vec::new(),
+        failure: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(messages.get());
+    let result = (&mut de)
+        .deserialize_seq(MessagesVisitor { pass: &mut pass })
+        .and_then(|()| de.end());
+    match result {
+        Ok(()) => Ok(pass),
+        // The input is valid JSON, so any error is about its shape.
+        Err(_) => Err(match pass.failure.take() {
+            Some(failure) => failure,
+            None if pass.is_array => BodyError::InvalidMessage { index: pass.index },
+            None => BodyError::MessagesNotArray,
+        }),
+    }
+}
 
-        impl<'de> Visitor<'de> for MessageVisitor {
-            type Value = MessageFields<'de>;
+struct MessagesVisitor<'p, 'a> {
+    pass: &'p mut MessagesPass<'a>,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message object")
-            }
+impl<'a> Visitor<'a> for MessagesVisitor<'_, 'a> {
+    type Value = ();
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = MessageFields {
-                    role: None,
-                    content: None,
-                    tool_calls: None,
-                };
-                while let Some(key) = map.next_key::<Str<'de>>()? {
-                    match &*key.0 {
-                        "role" => {
-                            if fields.role.is_some() {
-                                return Err(de::Error::duplicate_field("role"));
-                            }
-                            fields.role = Some(map.next_value::<Str<'de>>()?.0);
-                        }
-                        "content" => {
-                            if fields.content.is_some() {
-                                return Err(de::Error::duplicate_field("content"));
-                            }
-                            fields.content = Some(map.next_value()?);
-                        }
-                        "tool_calls" => fields.tool_calls = Some(map.next_value()?),
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.pass.is_array = true;
+        while seq
+            .next_element_seed(MessageSeed {
+                pass: &mut *self.pass,
+            })?
+            .is_some()
+        {
+            self.pass.index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one `messages` element in place: a struct with `role: Cow<str>`,
+/// `content: Option<&RawValue>` and `tool_calls: Option<&RawValue>`, other
+/// fields ignored. Keys are read as raw values so that the element's `{` can
+/// be found from its first key.
+struct MessageSeed<'p, 'a> {
+    pass: &'p mut MessagesPass<'a>,
+}
+
+impl<'a> DeserializeSeed<'a> for MessageSeed<'_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'a> Visitor<'a> for MessageSeed<'_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a message object")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut first_key: Option<&'a RawValue> = None;
+        let mut role: Option<Cow<'a, str>> = None;
+        // Present for any `content` key, including `"content": null`.
+        let mut content: Option<&'a RawValue> = None;
+        let mut tool_calls: Option<&'a RawValue> = None;
+        while let Some(key) = map.next_key::<&'a RawValue>()? {
+            first_key.get_or_insert(key);
+            let name = key_name(key).ok_or_else(|| de::Error::custom("undecodable key"))?;
+            match &*name {
+                "role" => {
+                    if role.is_some() {
+                        return Err(de::Error::duplicate_field("role"));
                     }
+                    role = Some(map.next_value::<Str<'a>>()?.0);
                 }
-                Ok(fields)
+                "content" => {
+                    if content.is_some() {
+                        return Err(de::Error::duplicate_field("content"));
+                    }
+                    content = Some(map.next_value()?);
+                }
+                "tool_calls" => tool_calls = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-
-        deserializer.deserialize_map(MessageVisitor)
+        let role = role.ok_or_else(|| de::Error::missing_field("role"))?;
+        if !is_instruction_role(&role) {
+            self.pass.pending.push(PendingCapture {
+                role,
+                content,
+                tool_calls,
+            });
+        } else if self.pass.splice.is_none() {
+            match splice_for_message(self.pass.body, content, first_key) {
+                Ok(splice) => self.pass.splice = Some(splice),
+                Err(failure) => {
+                    self.pass.failure = Some(failure);
+                    return Err(de::Error::custom("internal error"));
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+/// The decoded name of an object key read as a raw value.
+fn key_name(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.contains('\\') {
+        return text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .map(Cow::Borrowed);
+    }
+    serde_json::from_str::<Str<'_>>(text)
+        .ok()
+        .map(|name| name.0)
 }
 
 /// One multimodal content part; only text parts matter.
@@ -618,6 +704,12 @@ fn capture_content(
 ) -> String {
     let raw = content.map(|c| c.get().trim_matches(JSON_WS));
     match raw.and_then(|r| r.as_bytes().first()) {
+        // Without escapes the text is the literal between the quotes.
+        Some(b'"') if raw.is_some_and(|r| !r.contains('\\')) => capped(
+            raw.and_then(|r| r.get(1..r.len().saturating_sub(1)))
+                .unwrap_or(""),
+            max_bytes,
+        ),
         Some(b'"') => match raw.map(serde_json::from_str::<Str<'_>>) {
             Some(Ok(text)) => capped(&text.0, max_bytes),
             // Only reachable for strings serde_json skips but will not decode
@@ -819,6 +911,15 @@ mod tests {
     }
 
     #[test]
+    fn inserts_content_after_brace_with_whitespace_inside() {
+        let out = rewrite("{\"messages\":[{ \n \"name\":\"x\" ,\t\"role\":\"developer\"\n}]}");
+        assert_eq!(
+            out_str(&out),
+            "{\"messages\":[{\"content\":\"Be brief.\", \n \"name\":\"x\" ,\t\"role\":\"developer\"\n}]}"
+        );
+    }
+
+    #[test]
     fn replaces_only_first_system_message() {
         let out = rewrite(
             r#"{"messages":[{"role":"user","content":"a"},{"role":"system","content":"one"},{"role":"developer","content":"two"},{"role":"system","content":"three"},{"role":"assistant","content":"b"}]}"#,
@@ -919,6 +1020,9 @@ mod tests {
             b"\xef\xbb\xbf{\"messages\":[]}",
             b"{\"messages\":[{\"role\":\"user\"}], \"messages\": }",
             b"[{\"a\":1}, 2, ]",
+            // Invalid JSON wins over an earlier shape error.
+            b"{\"messages\":[1],\"x\":tru}",
+            b"{\"messages\":\"no\",\"x\":[}",
         ] {
             let e = err(body);
             assert!(matches!(e, BodyError::InvalidJson(_)), "{body:?} -> {e:?}");
