@@ -54,7 +54,13 @@ impl AdminApi {
     }
 
     fn create(&self, body: &[u8]) -> Result<Value, ApiError> {
-        let (new, warnings) = parse_create(body, &self.defaults, &self.default_proposer_model)?;
+        let (new, mut warnings) = parse_create(body, &self.defaults, &self.default_proposer_model)?;
+        if let Some(reason) = &self.sessions.env().optimizer.disabled_reason {
+            warnings.push(warning(
+                "proposer_disabled",
+                format!("the reflective proposer is disabled ({reason}); traffic and rewards work"),
+            ));
+        }
         let session = self.sessions.create(new)?;
         let mut v = session.summary_json(&self.urls);
         v["warnings"] = Value::Array(warnings);
@@ -229,12 +235,6 @@ pub fn parse_create(
             ))
         }
     };
-    warnings.push(warning(
-        "proposer_disabled",
-        "the reflective proposer is not part of this release yet: the session serves its \
-         baseline candidate, and traffic and rewards work"
-            .into(),
-    ));
     Ok((
         NewSession {
             baseline_instruction: baseline,
@@ -511,6 +511,7 @@ mod tests {
             online_proposer_max_candidates: 8,
             online_prune_threshold: 0.0,
             online_prune_min_rollouts: 20,
+            warmup_rollouts: 5,
         }
     }
 
@@ -540,7 +541,7 @@ mod tests {
         assert_eq!(n.settings.online_proposer_min_rollouts, 3);
         assert_eq!(n.settings.online_prune_min_rollouts, 20);
         assert_eq!(n.settings.proposer_model, "gpt-4.1-mini");
-        assert!(w.iter().any(|w| w["code"] == "proposer_disabled"));
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

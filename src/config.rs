@@ -40,6 +40,7 @@ const DEFAULT_MIN_ROLLOUTS: u64 = 10;
 const DEFAULT_MAX_CANDIDATES: u64 = 8;
 const DEFAULT_PRUNE_THRESHOLD: f64 = 0.0;
 const DEFAULT_PRUNE_MIN_ROLLOUTS: u64 = 20;
+const DEFAULT_WARMUP_ROLLOUTS: u64 = 5;
 const DEFAULT_MAX_SESSIONS: u64 = 10_000;
 const DEFAULT_CORRELATION_TTL_S: u64 = 86_400;
 const DEFAULT_CAPTURE_MAX_BYTES: u64 = 16_384;
@@ -154,6 +155,8 @@ pub struct GepaDefaults {
     pub online_proposer_max_candidates: u32,
     pub online_prune_threshold: f64,
     pub online_prune_min_rollouts: u32,
+    /// Rollouts a new candidate is served first for, before the bandit takes over.
+    pub warmup_rollouts: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -393,6 +396,7 @@ impl Default for GatewayConfig {
                 online_proposer_max_candidates: DEFAULT_MAX_CANDIDATES as u32,
                 online_prune_threshold: DEFAULT_PRUNE_THRESHOLD,
                 online_prune_min_rollouts: DEFAULT_PRUNE_MIN_ROLLOUTS as u32,
+                warmup_rollouts: DEFAULT_WARMUP_ROLLOUTS as u32,
             },
             max_sessions: DEFAULT_MAX_SESSIONS as usize,
             correlation_ttl: Duration::from_secs(DEFAULT_CORRELATION_TTL_S),
@@ -640,6 +644,7 @@ struct RawGepa {
     online_proposer_max_candidates: Option<u64>,
     online_prune_threshold: Option<f64>,
     online_prune_min_rollouts: Option<u64>,
+    warmup_rollouts: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -987,6 +992,10 @@ fn resolve(
                 "gateway.gepa.online_prune_min_rollouts",
                 gepa.online_prune_min_rollouts
                     .unwrap_or(DEFAULT_PRUNE_MIN_ROLLOUTS),
+            )?,
+            warmup_rollouts: at_least_one_u32(
+                "gateway.gepa.warmup_rollouts",
+                gepa.warmup_rollouts.unwrap_or(DEFAULT_WARMUP_ROLLOUTS),
             )?,
         }
     };

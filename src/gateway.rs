@@ -10,13 +10,15 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use crate::admin::AdminApi;
 use crate::auth::Credentials;
 use crate::config::GatewayConfig;
 use crate::errors::ApiError;
 use crate::routes::{self, Route};
-use crate::sessions::{PublicUrls, Sessions};
+use crate::selection::CandidateSelector;
+use crate::sessions::{OptimizerConfig, PublicUrls, SessionEnv, Sessions};
 use crate::store::MemoryStore;
 use crate::upstream::Upstream;
 use crate::{proxy, respond};
@@ -36,12 +38,33 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
+    /// The proposer's client: `proposer.url` (else the upstream) with the proposer key.
+    pub fn proposer_client(&self) -> Upstream {
+        let mut cfg = self.config.upstream.clone();
+        if let Some(url) = &self.config.proposer.url {
+            cfg.url = url.clone();
+        }
+        cfg.api_key = self.config.proposer.api_key.clone();
+        Upstream::new(cfg)
+    }
+
     pub fn new(config: GatewayConfig) -> Self {
-        let sessions = Arc::new(Sessions::new(
-            config.max_sessions,
-            config.correlation_ttl,
-            Arc::new(MemoryStore),
-        ));
+        let env = SessionEnv {
+            correlation_ttl: config.correlation_ttl,
+            store: Arc::new(MemoryStore),
+            optimizer: OptimizerConfig {
+                minibatch_size: config.proposer.minibatch_size,
+                merge: config.proposer.merge,
+                disabled_reason: config.proposer.api_key.is_none().then(|| {
+                    "no proposer key: set gateway.proposer.api_key_env or \
+                     gateway.upstream.api_key_env"
+                        .to_string()
+                }),
+            },
+            selector: CandidateSelector::new(config.gepa_defaults.warmup_rollouts),
+            proposer_wake: Arc::new(Notify::new()),
+        };
+        let sessions = Arc::new(Sessions::new(config.max_sessions, env));
         let admin = AdminApi {
             sessions: sessions.clone(),
             urls: PublicUrls::new(&config.public_url),

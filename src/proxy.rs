@@ -11,9 +11,8 @@
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_error::{Error, Result};
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +23,6 @@ use crate::gateway::{GatewayState, RequestCtx};
 use crate::respond;
 use crate::rewrite::{self, BodyError};
 use crate::sessions::{CallOutcome, CallTicket, Session as GepaSession};
-use crate::upstream::upstream_error;
 
 /// Response headers that describe the upstream hop; Pingora frames the client response.
 const RESPONSE_HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
@@ -172,7 +170,7 @@ async fn exchange(
     let started = Instant::now();
     let request = gw.upstream.build_request(session.req_header(), body.len());
     let connected = match request {
-        Ok(req) => connect_and_send(gw, req, body).await,
+        Ok(req) => gw.upstream.send(req, body).await,
         Err(e) => Err(e),
     };
     let (mut upstream, peer) = match connected {
@@ -248,50 +246,6 @@ fn client_response_header(
         h.insert_header(*name, value.as_str())?;
     }
     Ok(h)
-}
-
-/// Connects (pooled) and sends the request, reading the response header. A pooled
-/// connection that the upstream closed while idle fails on first use; that one case is
-/// retried once on a fresh connection.
-async fn connect_and_send(
-    gw: &GatewayState,
-    req: RequestHeader,
-    body: Bytes,
-) -> std::result::Result<(UpstreamSession, HttpPeer), ApiError> {
-    let peer = gw.upstream.peer().await?;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (mut up, reused) = gw
-            .upstream
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| upstream_error(&e))?;
-        up.set_read_timeout(Some(gw.upstream.config.read_timeout));
-        up.set_write_timeout(Some(gw.upstream.config.write_timeout));
-        match send(&mut up, req.clone(), body.clone()).await {
-            Ok(()) => return Ok((up, peer)),
-            Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
-            Err(e) => return Err(upstream_error(&e)),
-        }
-    }
-}
-
-fn is_stale_connection(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
-    )
-}
-
-async fn send(up: &mut UpstreamSession, req: RequestHeader, body: Bytes) -> Result<()> {
-    up.write_request_header(Box::new(req)).await?;
-    if !body.is_empty() {
-        up.write_request_body(body, true).await?;
-    }
-    up.finish_request_body().await?;
-    up.read_response_header().await
 }
 
 /// Streams the response body to the client chunk by chunk (each write is flushed, so SSE

@@ -1,32 +1,58 @@
 //! Candidate selection: the one component that decides which candidate serves a call.
 //!
 //! The session decides *which* candidates may serve (its status and the candidates'
-//! archiving); this module decides *among* them. Today every servable candidate gets an
-//! equal share of traffic: with only the baseline that is the baseline. The optimizer
-//! (reflective proposals, bandit allocation) replaces the policy here, and only here.
+//! archiving); this module decides *among* them, with the policy of
+//! [`crate::allocation`]: a new candidate is served first until it has had
+//! `gepa.warmup_rollouts` rollouts, then Thompson sampling on the posterior of each
+//! candidate's mean reward sends most traffic to the apparent best while every active
+//! candidate keeps some exploration. O(candidates) per call, no allocation.
 
 use rand::Rng;
 use std::sync::Arc;
 
+use crate::allocation::{AllocationPolicy, ArmStats};
 use crate::sessions::Candidate;
 
-/// Chooses one candidate for one call. Cheap and lock-free: O(1) per call.
-#[derive(Debug, Default, Clone)]
-pub struct CandidateSelector;
+/// Chooses one candidate for one call.
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateSelector {
+    pub policy: AllocationPolicy,
+}
 
 impl CandidateSelector {
-    /// Picks among `servable`, which the caller guarantees is non-empty.
-    /// Returns `None` only if it is empty (a bug upstream of this function).
+    pub fn new(warmup_rollouts: u32) -> Self {
+        CandidateSelector {
+            policy: AllocationPolicy {
+                min_rollouts: u64::from(warmup_rollouts),
+            },
+        }
+    }
+
+    /// Picks among `servable`; `None` only if it is empty.
     pub fn choose<'a, R: Rng + ?Sized>(
         &self,
         servable: &'a [Arc<Candidate>],
         rng: &mut R,
     ) -> Option<&'a Arc<Candidate>> {
-        match servable.len() {
-            0 => None,
-            1 => servable.first(),
-            n => servable.get(rng.gen_range(0..n)),
+        if servable.len() == 1 {
+            return servable.first();
         }
+        // Small pools are the norm (online_proposer_max_candidates); stay on the stack.
+        let mut stats = [ArmStats {
+            issued: 0,
+            rewards: 0,
+            reward_sum: 0.0,
+            reward_sum_sq: 0.0,
+        }; 32];
+        if servable.len() <= stats.len() {
+            for (slot, c) in stats.iter_mut().zip(servable) {
+                *slot = c.stats();
+            }
+            let i = self.policy.choose(&stats[..servable.len()], rng)?;
+            return servable.get(i);
+        }
+        let arms: Vec<ArmStats> = servable.iter().map(|c| c.stats()).collect();
+        servable.get(self.policy.choose(&arms, rng)?)
     }
 }
 
@@ -39,7 +65,7 @@ mod tests {
     fn single_candidate_always_chosen_and_empty_is_none() {
         let c = Arc::new(Candidate::baseline("be brief".into()));
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let sel = CandidateSelector;
+        let sel = CandidateSelector::new(5);
         for _ in 0..10 {
             assert_eq!(
                 sel.choose(std::slice::from_ref(&c), &mut rng).unwrap().id,
@@ -50,17 +76,53 @@ mod tests {
     }
 
     #[test]
-    fn spreads_over_several_candidates() {
-        let cs: Vec<Arc<Candidate>> = (0..4)
-            .map(|i| Arc::new(Candidate::new(format!("cand_{i}"), "x".into(), vec![])))
-            .collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut hits = [0u32; 4];
-        for _ in 0..4000 {
-            let c = CandidateSelector.choose(&cs, &mut rng).unwrap();
-            let i: usize = c.id[5..].parse().unwrap();
-            hits[i] += 1;
+    fn new_candidates_warm_up_first() {
+        let old = Arc::new(Candidate::new("old".into(), "x".into(), vec![]));
+        for _ in 0..50 {
+            old.record_issued_for_test(0.9);
         }
-        assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
+        let new = Arc::new(Candidate::new("new".into(), "y".into(), vec![]));
+        let cs = vec![old, new.clone()];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let sel = CandidateSelector::new(5);
+        for _ in 0..5 {
+            let c = sel.choose(&cs, &mut rng).unwrap();
+            assert_eq!(c.id, "new");
+            c.record_issued_for_test(0.0);
+        }
+    }
+
+    #[test]
+    fn converges_to_the_best_of_three_fixed_candidates() {
+        let rates = [0.2, 0.5, 0.8];
+        let cs: Vec<Arc<Candidate>> = (0..3)
+            .map(|i| {
+                Arc::new(Candidate::new(
+                    format!("c{i}"),
+                    format!("i{i}").into(),
+                    vec![],
+                ))
+            })
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let sel = CandidateSelector::new(5);
+        let mut last = [0u32; 3];
+        for round in 0..2000 {
+            let c = sel.choose(&cs, &mut rng).unwrap();
+            let i: usize = c.id[1..].parse().unwrap();
+            let reward = if rng.gen::<f64>() < rates[i] {
+                1.0
+            } else {
+                0.0
+            };
+            c.record_issued_for_test(reward);
+            if round >= 1500 {
+                last[i] += 1;
+            }
+        }
+        assert!(
+            last[2] > 400,
+            "best candidate share of the last 500: {last:?}"
+        );
     }
 }

@@ -2,12 +2,14 @@
 
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::gateway::{Gateway, GatewayState};
+use crate::proposer::Proposer;
 
 /// The config file used when `-c` is not given.
 pub const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
@@ -52,10 +54,21 @@ fn serve(opt: Opt, config: Config) -> ! {
     let mut pingora = Server::new_with_opt_and_conf(server_opt, server);
     pingora.bootstrap();
     let state = Arc::new(GatewayState::new(gateway));
-    let mut service =
-        http_proxy_service_with_name(&pingora.configuration, Gateway { state }, "gepa-gateway");
+    let mut service = http_proxy_service_with_name(
+        &pingora.configuration,
+        Gateway {
+            state: state.clone(),
+        },
+        "gepa-gateway",
+    );
     service.add_tcp(&listen);
     pingora.add_service(service);
+    let proposer = Proposer {
+        sessions: state.sessions.clone(),
+        client: Arc::new(state.proposer_client()),
+        wake: state.sessions.env().proposer_wake.clone(),
+    };
+    pingora.add_service(background_service("proposer", proposer));
     log::info!("gepa-gateway listening on {listen}");
     pingora.run_forever()
 }

@@ -9,7 +9,7 @@
 //! loses every session. The embedded durable store implements the same trait.
 
 use crate::errors::ApiError;
-use crate::sessions::{Reward, Rollout, Session, Status};
+use crate::sessions::{Candidate, Reward, Rollout, Session, Status};
 
 /// Why a store write failed. The message names the cause, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,10 @@ pub trait StateStore: Send + Sync {
         rollout_id: &str,
         reward: &Reward,
     ) -> Result<(), StoreError>;
+    /// A new candidate from the proposer, before it serves.
+    fn candidate_added(&self, session: &Session, candidate: &Candidate) -> Result<(), StoreError>;
+    /// A candidate archived by pruning, before it stops serving.
+    fn candidate_archived(&self, session: &Session, candidate_id: &str) -> Result<(), StoreError>;
     /// A finished call's rollout record, write-behind: must not block.
     fn rollout_finished(&self, session: &Session, rollout_id: &str, rollout: &Rollout);
 }
@@ -52,6 +56,12 @@ impl StateStore for MemoryStore {
         Ok(())
     }
     fn reward_recorded(&self, _: &Session, _: &str, _: &Reward) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
         Ok(())
     }
     fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}

@@ -6,12 +6,15 @@
 //! cached answer is read without a lock (`ArcSwap`), so calls never meet on it.
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
+use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,6 +150,106 @@ impl Upstream {
         }
         Ok(req)
     }
+}
+
+impl Upstream {
+    /// Connects (pooled) and sends the request, reading the response header. A pooled
+    /// connection that the upstream closed while idle fails on first use; that one case
+    /// is retried once on a fresh connection.
+    pub async fn send(
+        &self,
+        req: RequestHeader,
+        body: Bytes,
+    ) -> Result<(UpstreamSession, HttpPeer), ApiError> {
+        let peer = self.peer().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut up, reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| upstream_error(&e))?;
+            up.set_read_timeout(Some(self.config.read_timeout));
+            up.set_write_timeout(Some(self.config.write_timeout));
+            match write_and_read_header(&mut up, req.clone(), body.clone()).await {
+                Ok(()) => return Ok((up, peer)),
+                Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
+                Err(e) => return Err(upstream_error(&e)),
+            }
+        }
+    }
+
+    /// One complete chat-completions call made by the gateway itself (the proposer):
+    /// POSTs `body` with the configured key and returns the status and the whole
+    /// response body (at most `max_response` bytes).
+    pub async fn post_chat(
+        &self,
+        body: &Value,
+        max_response: usize,
+    ) -> Result<(u16, Bytes), ApiError> {
+        let internal = |e: Box<Error>| ApiError::Internal {
+            message: format!("building the proposer request: {}", e.etype().as_str()),
+        };
+        let body = Bytes::from(body.to_string());
+        let url = &self.config.url;
+        let mut req = RequestHeader::build("POST", url.chat_completions_path().as_bytes(), None)
+            .map_err(internal)?;
+        req.insert_header("host", url.host_header.as_str())
+            .map_err(internal)?;
+        req.insert_header("content-type", "application/json")
+            .map_err(internal)?;
+        req.insert_header("accept-encoding", "identity")
+            .map_err(internal)?;
+        req.insert_header("content-length", body.len().to_string())
+            .map_err(internal)?;
+        if let Some(key) = &self.config.api_key {
+            req.insert_header("authorization", bearer(key))
+                .map_err(internal)?;
+        }
+        let (mut up, peer) = self.send(req, body).await?;
+        let status = up.response_header().map_or(0, |h| h.status.as_u16());
+        let mut out = Vec::new();
+        while let Some(chunk) = up
+            .read_response_body()
+            .await
+            .map_err(|e| upstream_error(&e))?
+        {
+            if out.len() + chunk.len() > max_response {
+                return Err(ApiError::BadGateway {
+                    code: "upstream_error",
+                    message: format!("the proposer's response exceeds {max_response} bytes"),
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        if up.response_done() {
+            self.connector
+                .release_http_session(up, &peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
+        }
+        Ok((status, Bytes::from(out)))
+    }
+}
+
+fn is_stale_connection(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+    )
+}
+
+async fn write_and_read_header(
+    up: &mut UpstreamSession,
+    req: RequestHeader,
+    body: Bytes,
+) -> pingora_error::Result<()> {
+    up.write_request_header(Box::new(req)).await?;
+    if !body.is_empty() {
+        up.write_request_body(body, true).await?;
+    }
+    up.finish_request_body().await?;
+    up.read_response_header().await
 }
 
 fn bearer(key: &Secret) -> String {

@@ -1,179 +1,19 @@
-//! Session state: sessions, their candidates, rollouts and rewards, and the lifecycle.
-//!
-//! The registry ([`Sessions`]) is a sharded map, so lookups from many concurrent requests
-//! never meet on one lock. Each session keeps its mutable state behind its own mutex,
-//! held only for the few hundred nanoseconds of a bookkeeping step (never across I/O).
-//!
-//! Every acknowledged change is handed to a [`StateStore`] before it is applied (see
-//! [`crate::store`]); a failed write leaves the state as it was.
+//! One session: proxied calls and their rollouts, correlation pins, rewards, lifecycle.
 
-use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
+use super::candidate::Candidate;
+use super::optimizer::{self, OptimizerState, ProposalJob, RewardedExample};
+use super::MAX_ROLLOUTS_IN_MEMORY;
+use super::{next_status, rfc3339, GepaSettings, PublicUrls, SessionEnv, Status, Transition};
 use crate::errors::ApiError;
 use crate::rewrite::CapturedMessage;
-use crate::selection::CandidateSelector;
-use crate::store::{StateStore, StoreError};
-
-/// A session's candidate needs this many rewards before it can be named the best.
-/// Two lucky rewards must not crown a candidate.
-pub const MIN_REWARDS_FOR_BEST: u64 = 5;
-
-/// Rollouts kept in memory per session; the oldest are forgotten beyond this (a reward
-/// for a forgotten rollout is a 404). The durable store lifts this limit.
-pub const MAX_ROLLOUTS_IN_MEMORY: usize = 200_000;
-
-/// Text shown in GET session while the reflective proposer is not part of this release.
-const PROPOSER_NOT_BUILT: &str = "the reflective proposer is not part of this release yet; \
-                                  traffic and rewards work, candidates stay as created";
-
-/// RFC 3339 in UTC, as every time in the API.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Started,
-    Paused,
-    Completed,
-    Cancelled,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Started => "started",
-            Status::Paused => "paused",
-            Status::Completed => "completed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    fn is_finished(self) -> bool {
-        matches!(self, Status::Completed | Status::Cancelled)
-    }
-}
-
-/// A lifecycle request from the admin API (a reward's `stop` is [`Transition::Stop`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    Pause,
-    Resume,
-    Cancel,
-    Stop,
-}
-
-/// The contract's state table: the status a transition leads to, `Ok(None)` when the
-/// session already is where the action leads (200, no change), or a 409.
-fn next_status(from: Status, t: Transition) -> Result<Option<Status>, ApiError> {
-    use Status::*;
-    use Transition::*;
-    match (from, t) {
-        (Started, Pause) => Ok(Some(Paused)),
-        (Paused, Resume) => Ok(Some(Started)),
-        (Started | Paused, Cancel) => Ok(Some(Cancelled)),
-        (Started | Paused, Stop) => Ok(Some(Completed)),
-        (Paused, Pause) | (Started, Resume) | (Cancelled, Cancel) | (Completed, Stop) => Ok(None),
-        (Completed | Cancelled, _) => Err(ApiError::conflict(
-            "session_finished",
-            format!("the session is {} and cannot change state", from.as_str()),
-        )),
-    }
-}
-
-/// Per-session GEPA settings, resolved from the create body over the config defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GepaSettings {
-    pub online_proposer_min_rollouts: u32,
-    pub online_proposer_max_candidates: u32,
-    pub online_prune_threshold: f64,
-    pub online_prune_min_rollouts: u32,
-    pub proposer_model: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CandidateStatus {
-    Active,
-    Archived,
-}
-
-#[derive(Debug, Default, Clone)]
-struct CandidateStats {
-    rollout_count: u64,
-    reward_count: u64,
-    reward_sum: f64,
-}
-
-/// One instruction the session can serve.
-#[derive(Debug)]
-pub struct Candidate {
-    pub id: String,
-    pub instruction: Arc<str>,
-    pub parent_ids: Vec<String>,
-    pub created_at: OffsetDateTime,
-    status: Mutex<CandidateStatus>,
-    stats: Mutex<CandidateStats>,
-}
-
-impl Candidate {
-    pub fn new(id: String, instruction: Arc<str>, parent_ids: Vec<String>) -> Self {
-        Candidate {
-            id,
-            instruction,
-            parent_ids,
-            created_at: OffsetDateTime::now_utc(),
-            status: Mutex::new(CandidateStatus::Active),
-            stats: Mutex::new(CandidateStats::default()),
-        }
-    }
-
-    pub fn baseline(instruction: Arc<str>) -> Self {
-        Candidate::new("baseline".to_string(), instruction, vec![])
-    }
-
-    pub fn is_baseline(&self) -> bool {
-        self.id == "baseline"
-    }
-
-    pub fn status(&self) -> CandidateStatus {
-        *self.status.lock()
-    }
-
-    /// Mean reward, or `None` before the first reward.
-    pub fn mean_reward(&self) -> Option<f64> {
-        let s = self.stats.lock();
-        (s.reward_count > 0).then(|| s.reward_sum / s.reward_count as f64)
-    }
-
-    pub fn reward_count(&self) -> u64 {
-        self.stats.lock().reward_count
-    }
-
-    fn to_json(&self) -> Value {
-        let stats = self.stats.lock().clone();
-        let avg = (stats.reward_count > 0).then(|| stats.reward_sum / stats.reward_count as f64);
-        json!({
-            "candidate_id": self.id,
-            "instruction": &*self.instruction,
-            "is_baseline": self.is_baseline(),
-            "parent_id": self.parent_ids.first(),
-            "parent_ids": self.parent_ids,
-            "status": match self.status() { CandidateStatus::Active => "active", CandidateStatus::Archived => "archived" },
-            "rollout_count": stats.rollout_count,
-            "reward_count": stats.reward_count,
-            "avg_reward": avg,
-            "created_at": rfc3339(self.created_at),
-        })
-    }
-}
+use crate::store::StoreError;
 
 /// A reward as reported by the client (compared field by field for idempotency).
 #[derive(Debug, Clone, PartialEq)]
@@ -269,6 +109,7 @@ struct SessionState {
     rollout_count: u64,
     reward_count: u64,
     calls_since_sweep: u32,
+    optimizer: OptimizerState,
 }
 
 /// The immutable facts of a session, fixed at creation.
@@ -286,26 +127,13 @@ pub struct Session {
     pub created_at: OffsetDateTime,
     pub metadata: Option<Value>,
     pub settings: GepaSettings,
-    seq: u64,
-    correlation_ttl: Duration,
-    selector: CandidateSelector,
-    store: Arc<dyn StateStore>,
+    pub(super) seq: u64,
+    env: Arc<SessionEnv>,
     state: Mutex<SessionState>,
 }
 
-impl std::fmt::Debug for dyn StateStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StateStore")
-    }
-}
-
 impl Session {
-    fn new(
-        seq: u64,
-        new: NewSession,
-        correlation_ttl: Duration,
-        store: Arc<dyn StateStore>,
-    ) -> Self {
+    pub(super) fn new(seq: u64, new: NewSession, env: Arc<SessionEnv>) -> Self {
         let now = OffsetDateTime::now_utc();
         let baseline = Arc::new(Candidate::baseline(new.baseline_instruction.into()));
         Session {
@@ -315,9 +143,7 @@ impl Session {
             metadata: new.metadata,
             settings: new.settings,
             seq,
-            correlation_ttl,
-            selector: CandidateSelector,
-            store,
+            env,
             state: Mutex::new(SessionState {
                 status: Status::Started,
                 updated_at: now,
@@ -328,6 +154,7 @@ impl Session {
                 rollout_count: 0,
                 reward_count: 0,
                 calls_since_sweep: 0,
+                optimizer: OptimizerState::default(),
             }),
         }
     }
@@ -341,16 +168,18 @@ impl Session {
     pub fn begin_call(&self, correlation_id: Option<&str>) -> Result<CallTicket, ApiError> {
         let now = Instant::now();
         let mut st = self.state.lock();
-        st.sweep_expired_pins(now, self.correlation_ttl);
+        let ttl = self.env.correlation_ttl;
+        st.sweep_expired_pins(now, ttl);
         let servable = st.servable();
 
         if let Some(corr) = correlation_id {
-            if let Some(ticket) = st.reuse_pin(corr, &servable, now, self.correlation_ttl) {
+            if let Some(ticket) = st.reuse_pin(corr, &servable, now, ttl) {
                 return Ok(ticket);
             }
         }
 
         let candidate = self
+            .env
             .selector
             .choose(&servable, &mut rand::thread_rng())
             .cloned()
@@ -358,7 +187,7 @@ impl Session {
                 message: "session has no candidate to serve".into(),
             })?;
         let rollout_id: Arc<str> = format!("ro_{}", uuid::Uuid::new_v4().simple()).into();
-        candidate.stats.lock().rollout_count += 1;
+        candidate.record_issued();
         st.insert_rollout(
             rollout_id.clone(),
             Rollout {
@@ -401,7 +230,7 @@ impl Session {
                 r.calls_failed += 1;
             }
             r.input = outcome.input;
-            self.store.rollout_finished(self, rollout_id, r);
+            self.env.store.rollout_finished(self, rollout_id, r);
         }
     }
 
@@ -416,7 +245,7 @@ impl Session {
 
     /// Persists, then applies, a status change.
     fn set_status(&self, st: &mut SessionState, next: Status) -> Result<(), StoreError> {
-        self.store.status_changed(self, next)?;
+        self.env.store.status_changed(self, next)?;
         st.status = next;
         st.updated_at = OffsetDateTime::now_utc();
         Ok(())
@@ -446,8 +275,12 @@ impl Session {
         let rollout_id = st.resolve_rollout(&req)?;
         let duplicate = st.check_reward(&rollout_id, req.candidate_id.as_deref(), &reward)?;
         if !duplicate {
-            self.store.reward_recorded(self, &rollout_id, &reward)?;
+            self.env.store.reward_recorded(self, &rollout_id, &reward)?;
             st.commit_reward(&rollout_id, reward);
+            self.prune(&mut st);
+            if self.proposal_due(&st, Instant::now()) {
+                self.env.proposer_wake.notify_one();
+            }
         }
         if req.stop {
             if let Some(next) = next_status(st.status, Transition::Stop)? {
@@ -481,22 +314,96 @@ impl Session {
         self.state.lock().rollouts.get(rollout_id).cloned()
     }
 
-    /// The best candidate by the documented rule: the highest mean reward among active
-    /// candidates with at least [`MIN_REWARDS_FOR_BEST`] rewards (earliest wins ties).
-    fn best(st: &SessionState) -> Option<(Arc<Candidate>, f64)> {
-        let mut best: Option<(Arc<Candidate>, f64)> = None;
-        for c in &st.candidates {
-            if c.status() != CandidateStatus::Active || c.reward_count() < MIN_REWARDS_FOR_BEST {
-                continue;
+    /// Whether the proposal trigger fires (see [`super::optimizer`]).
+    fn proposal_due(&self, st: &SessionState, now: Instant) -> bool {
+        st.status == Status::Started
+            && self.env.optimizer.disabled_reason.is_none()
+            && st.optimizer.due(
+                self.settings.online_proposer_min_rollouts,
+                st.candidates.iter().filter(|c| c.is_active()).count(),
+                self.settings.online_proposer_max_candidates,
+                now,
+            )
+    }
+
+    /// Hands out the next proposal when one is due, marking it in flight.
+    pub fn take_proposal_job(&self, now: Instant) -> Option<ProposalJob> {
+        let mut st = self.state.lock();
+        if !self.proposal_due(&st, now) {
+            return None;
+        }
+        let SessionState {
+            candidates,
+            optimizer,
+            ..
+        } = &mut *st;
+        optimizer.start_job(
+            candidates,
+            &self.env.optimizer,
+            &self.settings.proposer_model,
+            &mut rand::thread_rng(),
+        )
+    }
+
+    /// Books a proposal's outcome: `Ok(instruction)` becomes a new candidate unless it is
+    /// empty or an exact duplicate; an `Err` is counted and retried after a back-off.
+    /// Returns the new candidate's id.
+    pub fn finish_proposal(
+        &self,
+        job: &ProposalJob,
+        result: Result<String, String>,
+    ) -> Option<String> {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        let instruction = match result {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+            Ok(_) => {
+                st.optimizer.failed("the proposal was empty".into(), now);
+                return None;
             }
-            let Some(mean) = c.mean_reward() else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(_, m)| mean > *m) {
-                best = Some((c.clone(), mean));
+            Err(e) => {
+                st.optimizer.failed(e, now);
+                return None;
+            }
+        };
+        if st
+            .candidates
+            .iter()
+            .any(|c| c.instruction.trim() == instruction)
+        {
+            st.optimizer
+                .failed("the proposal duplicates an existing candidate".into(), now);
+            return None;
+        }
+        let id = format!("cand_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let candidate = Arc::new(Candidate::new(
+            id.clone(),
+            instruction.into(),
+            job.parent_ids(),
+        ));
+        if let Err(e) = self.env.store.candidate_added(self, &candidate) {
+            st.optimizer
+                .failed(format!("the store refused the candidate: {}", e.0), now);
+            return None;
+        }
+        st.candidates.push(candidate);
+        st.optimizer.accepted(job);
+        st.updated_at = OffsetDateTime::now_utc();
+        Some(id)
+    }
+
+    /// Archives the candidates the pruning rule rejects (see [`super::optimizer::prune`]).
+    fn prune(&self, st: &mut SessionState) {
+        let losers = optimizer::prune(
+            &st.candidates,
+            self.settings.online_prune_threshold,
+            self.settings.online_prune_min_rollouts,
+        );
+        for c in losers {
+            if self.env.store.candidate_archived(self, &c.id).is_ok() {
+                c.archive();
             }
         }
-        best
     }
 
     /// The fields shared by GET and list.
@@ -506,7 +413,7 @@ impl Session {
     }
 
     fn summary_with(&self, st: &SessionState, urls: &PublicUrls) -> Value {
-        let best = Session::best(st);
+        let best = optimizer::best_candidate(&st.candidates);
         json!({
             "session_id": self.id,
             "job_id": self.job_id,
@@ -536,18 +443,10 @@ impl Session {
             "online_prune_min_rollouts": self.settings.online_prune_min_rollouts,
             "proposer_model": self.settings.proposer_model,
         });
-        let proposer_state = if st.status.is_finished() {
-            "finished"
-        } else {
-            "disabled"
-        };
-        v["proposer"] = json!({
-            "state": proposer_state,
-            "reason": (proposer_state == "disabled").then_some(PROPOSER_NOT_BUILT),
-            "proposals": 0,
-            "failures": 0,
-            "last_error": null,
-        });
+        v["proposer"] = st.optimizer.status.to_json(
+            st.status.as_str(),
+            self.env.optimizer.disabled_reason.as_deref(),
+        );
         v
     }
 }
@@ -567,10 +466,10 @@ impl SessionState {
             Status::Started | Status::Paused => self
                 .candidates
                 .iter()
-                .filter(|c| c.status() == CandidateStatus::Active)
+                .filter(|c| c.is_active())
                 .cloned()
                 .collect(),
-            Status::Completed => match Session::best(self) {
+            Status::Completed => match optimizer::best_candidate(&self.candidates) {
                 Some((c, _)) => vec![c],
                 None => baseline(),
             },
@@ -705,11 +604,23 @@ impl SessionState {
         let Some(rollout) = self.rollouts.get_mut(rollout_id) else {
             return;
         };
-        {
-            let mut stats = rollout.candidate.stats.lock();
-            stats.reward_count += 1;
-            stats.reward_sum += reward.outcome;
-        }
+        rollout.candidate.record_reward(reward.outcome);
+        // A reward without a seed is its own task instance.
+        let instance = match &reward.seed {
+            Some(Value::String(s)) => format!("s:{s}"),
+            Some(seed) => format!("n:{seed}"),
+            None => format!("r:{rollout_id}"),
+        };
+        self.optimizer.record(
+            &rollout.candidate.id,
+            &instance,
+            RewardedExample {
+                inputs: rollout.input.clone(),
+                output: rollout.output.clone(),
+                reward: reward.outcome,
+                feedback: reward.feedback.clone(),
+            },
+        );
         rollout.reward = Some(reward);
         // The reward closes a correlated conversation: its next call opens a new rollout.
         if let Some(corr) = &rollout.correlation_id {
@@ -725,121 +636,31 @@ impl SessionState {
     }
 }
 
-/// Builds the URLs the API hands out, from `public_url`.
-#[derive(Debug, Clone)]
-pub struct PublicUrls {
-    base: String,
-}
-
-impl PublicUrls {
-    pub fn new(public_url: &str) -> Self {
-        PublicUrls {
-            base: public_url.trim_end_matches('/').to_string(),
-        }
-    }
-
-    pub fn proxy_url(&self, session_id: &str, correlation_id: Option<&str>) -> String {
-        match correlation_id {
-            Some(c) => format!("{}/api/gepa/v1/{session_id}/{c}", self.base),
-            None => format!("{}/api/gepa/v1/{session_id}", self.base),
-        }
-    }
-
-    pub fn chat_completions_url(&self, session_id: &str, correlation_id: Option<&str>) -> String {
-        format!(
-            "{}/chat/completions",
-            self.proxy_url(session_id, correlation_id)
-        )
-    }
-}
-
-/// All sessions. Lookups are sharded; the ordered index serves listing only.
-pub struct Sessions {
-    by_id: DashMap<String, Arc<Session>>,
-    by_age: RwLock<BTreeMap<u64, Arc<Session>>>,
-    next_seq: AtomicU64,
-    max_sessions: usize,
-    correlation_ttl: Duration,
-    store: Arc<dyn StateStore>,
-}
-
-/// One page of the session list.
-pub struct SessionPage {
-    pub items: Vec<Arc<Session>>,
-    pub next_cursor: Option<String>,
-}
-
-impl Sessions {
-    pub fn new(max_sessions: usize, correlation_ttl: Duration, store: Arc<dyn StateStore>) -> Self {
-        Sessions {
-            store,
-            by_id: DashMap::new(),
-            by_age: RwLock::new(BTreeMap::new()),
-            next_seq: AtomicU64::new(1),
-            max_sessions,
-            correlation_ttl,
-        }
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.by_id.get(id).map(|s| s.value().clone())
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    pub fn create(&self, new: NewSession) -> Result<Arc<Session>, ApiError> {
-        if self.by_id.len() >= self.max_sessions {
-            return Err(ApiError::conflict(
-                "session_limit",
-                format!(
-                    "the gateway already holds sessions.max_sessions = {} sessions",
-                    self.max_sessions
-                ),
-            ));
-        }
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(
-            seq,
-            new,
-            self.correlation_ttl,
-            self.store.clone(),
-        ));
-        self.store.session_created(&session)?;
-        self.by_id.insert(session.id.clone(), session.clone());
-        self.by_age.write().insert(seq, session.clone());
-        Ok(session)
-    }
-
-    /// Newest first. The cursor is the sequence number of the last item returned.
-    pub fn list(&self, limit: usize, cursor: Option<u64>) -> SessionPage {
-        let by_age = self.by_age.read();
-        let upper = cursor.unwrap_or(u64::MAX);
-        let mut items: Vec<Arc<Session>> = by_age
-            .range(..upper)
-            .rev()
-            .take(limit + 1)
-            .map(|(_, s)| s.clone())
-            .collect();
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|s| s.seq.to_string())
-        } else {
-            None
-        };
-        SessionPage { items, next_cursor }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::{Sessions, MIN_REWARDS_FOR_BEST};
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::selection::CandidateSelector;
+    use crate::sessions::OptimizerConfig;
+    use crate::store::{MemoryStore, StateStore};
+
+    fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> super::super::SessionEnv {
+        super::super::SessionEnv {
+            correlation_ttl: ttl,
+            store,
+            optimizer: OptimizerConfig {
+                minibatch_size: 3,
+                merge: true,
+                disabled_reason: None,
+            },
+            selector: CandidateSelector::new(5),
+            proposer_wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    fn registry(max: usize, ttl: Duration, store: Arc<dyn StateStore>) -> Sessions {
+        Sessions::new(max, env_with(ttl, store))
+    }
 
     fn settings() -> GepaSettings {
         GepaSettings {
@@ -852,7 +673,7 @@ mod tests {
     }
 
     fn session() -> Arc<Session> {
-        let s = Sessions::new(10, Duration::from_secs(60), Arc::new(MemoryStore));
+        let s = registry(10, Duration::from_secs(60), Arc::new(MemoryStore));
         s.create(NewSession {
             baseline_instruction: "be helpful".into(),
             settings: settings(),
@@ -966,7 +787,7 @@ mod tests {
 
     #[test]
     fn expired_pin_opens_new_rollout() {
-        let reg = Sessions::new(10, Duration::from_millis(0), Arc::new(MemoryStore));
+        let reg = registry(10, Duration::from_millis(0), Arc::new(MemoryStore));
         let s = reg
             .create(NewSession {
                 baseline_instruction: "x".into(),
@@ -1023,7 +844,7 @@ mod tests {
 
     #[test]
     fn list_is_newest_first_with_cursor() {
-        let reg = Sessions::new(100, Duration::from_secs(1), Arc::new(MemoryStore));
+        let reg = registry(100, Duration::from_secs(1), Arc::new(MemoryStore));
         let ids: Vec<String> = (0..5)
             .map(|_| {
                 reg.create(NewSession {
@@ -1051,7 +872,7 @@ mod tests {
 
     #[test]
     fn session_limit() {
-        let reg = Sessions::new(1, Duration::from_secs(1), Arc::new(MemoryStore));
+        let reg = registry(1, Duration::from_secs(1), Arc::new(MemoryStore));
         let n = || NewSession {
             baseline_instruction: "x".into(),
             settings: settings(),
@@ -1074,12 +895,18 @@ mod tests {
         fn reward_recorded(&self, _: &Session, _: &str, _: &Reward) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
+        fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
+            Err(StoreError("disk full".into()))
+        }
+        fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
+            Err(StoreError("disk full".into()))
+        }
         fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
     }
 
     #[test]
     fn failed_store_writes_change_nothing() {
-        let reg = Sessions::new(10, Duration::from_secs(60), Arc::new(BrokenStore));
+        let reg = registry(10, Duration::from_secs(60), Arc::new(BrokenStore));
         let err = reg
             .create(NewSession {
                 baseline_instruction: "x".into(),
@@ -1098,8 +925,7 @@ mod tests {
                 settings: settings(),
                 metadata: None,
             },
-            Duration::from_secs(60),
-            Arc::new(BrokenStore),
+            Arc::new(env_with(Duration::from_secs(60), Arc::new(BrokenStore))),
         ));
         let t = ok_call(&s, None);
         assert_eq!(

@@ -1,0 +1,90 @@
+//! The reflective proposer: a Pingora background service that, whenever a session's
+//! proposal is due, asks the proposer model for a better instruction (or a merge of two)
+//! and hands the answer back to the session.
+//!
+//! It never blocks the request path: it wakes on a signal from the reward path (and once
+//! a second, for back-offs), takes jobs from sessions under their locks for microseconds,
+//! and runs each model call in its own task. Failures are counted on the session and
+//! retried after a back-off; they never touch proxy traffic. Shutdown aborts calls in
+//! flight (a proposal lost that way is simply proposed again later).
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::reflection::{completion_text, extract_instruction, proposer_request};
+use crate::sessions::{ProposalJob, Session, Sessions};
+use crate::upstream::Upstream;
+
+/// Largest proposer response accepted.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Most model calls in flight at once, over all sessions.
+const MAX_CONCURRENT_PROPOSALS: usize = 8;
+/// How often sessions are re-checked without a wake-up (back-offs expire).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Proposer {
+    pub sessions: Arc<Sessions>,
+    /// The proposer model's endpoint (`proposer.url`, else the upstream) and key.
+    pub client: Arc<Upstream>,
+    pub wake: Arc<Notify>,
+}
+
+#[async_trait]
+impl BackgroundService for Proposer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut calls: JoinSet<()> = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = self.wake.notified() => {},
+                _ = tokio::time::sleep(RESCAN_INTERVAL) => {},
+                Some(_) = calls.join_next(), if !calls.is_empty() => {},
+            }
+            self.start_due_jobs(&mut calls);
+        }
+        calls.abort_all();
+    }
+}
+
+impl Proposer {
+    fn start_due_jobs(&self, calls: &mut JoinSet<()>) {
+        let now = Instant::now();
+        for session in self.sessions.all() {
+            if calls.len() >= MAX_CONCURRENT_PROPOSALS {
+                return;
+            }
+            if let Some(job) = session.take_proposal_job(now) {
+                let client = self.client.clone();
+                calls.spawn(run_job(client, session, job));
+            }
+        }
+    }
+}
+
+/// One proposal: the model call, the extraction, and the booking on the session.
+pub async fn run_job(client: Arc<Upstream>, session: Arc<Session>, job: ProposalJob) {
+    let result = propose(&client, &job).await;
+    match session.finish_proposal(&job, result) {
+        Some(id) => log::info!("session {}: new candidate {id}", session.id),
+        None => log::warn!("session {}: proposal failed", session.id),
+    }
+}
+
+async fn propose(client: &Upstream, job: &ProposalJob) -> Result<String, String> {
+    let body = proposer_request(&job.model, &job.prompt());
+    let (status, response) = client
+        .post_chat(&body, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| format!("proposer call failed: {}", e.message()))?;
+    if !(200..300).contains(&status) {
+        return Err(format!("the proposer model answered HTTP {status}"));
+    }
+    let text = completion_text(&response)
+        .ok_or_else(|| "the proposer's reply holds no message content".to_string())?;
+    extract_instruction(&text).ok_or_else(|| "the proposer's reply holds no instruction".into())
+}

@@ -1,0 +1,127 @@
+//! One candidate instruction and its running statistics.
+//!
+//! Statistics sit behind the candidate's own small mutex because a candidate is shared
+//! (by `Arc`) with the rollouts it served; every update happens under the session's lock
+//! as well, so the two locks are never contended against each other.
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+use super::rfc3339;
+use crate::allocation::{confidence_bounds, ArmStats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateStatus {
+    Active,
+    Archived,
+}
+
+/// One instruction the session can serve.
+#[derive(Debug)]
+pub struct Candidate {
+    pub id: String,
+    pub instruction: Arc<str>,
+    /// Empty for the baseline, one for a reflective proposal, two for a merge.
+    pub parent_ids: Vec<String>,
+    pub created_at: OffsetDateTime,
+    status: Mutex<CandidateStatus>,
+    stats: Mutex<ArmStats>,
+}
+
+impl Candidate {
+    pub fn new(id: String, instruction: Arc<str>, parent_ids: Vec<String>) -> Self {
+        Candidate {
+            id,
+            instruction,
+            parent_ids,
+            created_at: OffsetDateTime::now_utc(),
+            status: Mutex::new(CandidateStatus::Active),
+            stats: Mutex::new(ArmStats {
+                issued: 0,
+                rewards: 0,
+                reward_sum: 0.0,
+                reward_sum_sq: 0.0,
+            }),
+        }
+    }
+
+    pub fn baseline(instruction: Arc<str>) -> Self {
+        Candidate::new("baseline".to_string(), instruction, vec![])
+    }
+
+    pub fn is_baseline(&self) -> bool {
+        self.id == "baseline"
+    }
+
+    pub fn status(&self) -> CandidateStatus {
+        *self.status.lock()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status() == CandidateStatus::Active
+    }
+
+    pub(super) fn archive(&self) {
+        *self.status.lock() = CandidateStatus::Archived;
+    }
+
+    pub fn stats(&self) -> ArmStats {
+        *self.stats.lock()
+    }
+
+    /// Mean reward, or `None` before the first reward.
+    pub fn mean_reward(&self) -> Option<f64> {
+        let s = self.stats();
+        (s.rewards > 0).then(|| s.reward_sum / s.rewards as f64)
+    }
+
+    pub fn reward_count(&self) -> u64 {
+        self.stats().rewards
+    }
+
+    /// Counts a rollout served by this candidate.
+    pub(super) fn record_issued(&self) {
+        self.stats.lock().issued += 1;
+    }
+
+    pub(super) fn record_reward(&self, reward: f64) {
+        let mut s = self.stats.lock();
+        s.rewards += 1;
+        s.reward_sum += reward;
+        s.reward_sum_sq += reward * reward;
+    }
+
+    /// Test helper: one issued rollout with its reward.
+    #[cfg(test)]
+    pub fn record_issued_for_test(&self, reward: f64) {
+        self.record_issued();
+        self.record_reward(reward);
+    }
+
+    /// Lower and upper confidence bounds of the mean reward (None below two rewards).
+    pub fn bounds(&self, z: f64) -> Option<(f64, f64)> {
+        confidence_bounds(&self.stats(), z)
+    }
+
+    pub(super) fn to_json(&self) -> Value {
+        let stats = self.stats();
+        let avg = (stats.rewards > 0).then(|| stats.reward_sum / stats.rewards as f64);
+        json!({
+            "candidate_id": self.id,
+            "instruction": &*self.instruction,
+            "is_baseline": self.is_baseline(),
+            "parent_id": self.parent_ids.first(),
+            "parent_ids": self.parent_ids,
+            "status": match self.status() {
+                CandidateStatus::Active => "active",
+                CandidateStatus::Archived => "archived",
+            },
+            "rollout_count": stats.issued,
+            "reward_count": stats.rewards,
+            "avg_reward": avg,
+            "created_at": rfc3339(self.created_at),
+        })
+    }
+}

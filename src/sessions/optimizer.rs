@@ -1,0 +1,608 @@
+//! The session's side of online GEPA: when a proposal is due, which parent it reflects on
+//! (or which pair it merges), what happens to its result, which candidates are pruned,
+//! and which candidate is the best. The proposer service ([`crate::proposer`]) does the
+//! model calls; everything here is bookkeeping under the session's lock.
+//!
+//! Rules (the README explains them for users):
+//! - **Trigger**: status `started`, no proposal in flight, at least
+//!   `online_proposer_min_rollouts` rewards since the last accepted proposal, fewer active
+//!   candidates than `online_proposer_max_candidates`, and past any failure back-off.
+//! - **Parent**: GEPA's Pareto front over per-instance mean rewards of the active
+//!   candidates (instances keyed by `reward_info.seed`), sampled by instances won; with
+//!   fewer than [`MIN_SHARED_INSTANCES`] instances scored by two or more candidates, the
+//!   best mean instead.
+//! - **Merge**: every [`MERGE_EVERY`]th proposal, when two front candidates share an
+//!   ancestor (and neither descends from the other) and were not merged before.
+//! - **Pruning**: an active candidate with at least `online_prune_min_rollouts` rewards is
+//!   archived when its mean is below `online_prune_threshold`, or when the upper 95% bound
+//!   of its mean is below the lower 95% bound of the best candidate's. The best and the
+//!   last active candidate are never archived.
+//! - **Best**: among active candidates with at least [`super::MIN_REWARDS_FOR_BEST`]
+//!   rewards, the highest lower bound (mean − 1 standard error); `best_score` is its mean.
+
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::candidate::Candidate;
+use super::MIN_REWARDS_FOR_BEST;
+use crate::pareto::{pareto_front, sample_parent, FrontMember, ScoreTable};
+use crate::reflection::{choose_minibatch, merge_prompt, reflection_prompt, ReflectionExample};
+use crate::rewrite::CapturedMessage;
+
+/// Below this many instances compared between candidates, the parent is the best mean.
+pub const MIN_SHARED_INSTANCES: usize = 3;
+/// One proposal in this many is a merge, when a mergeable pair exists.
+pub const MERGE_EVERY: u64 = 3;
+/// Rewarded rollouts remembered per candidate for reflection minibatches.
+pub const RECENT_PER_CANDIDATE: usize = 32;
+/// Longest reflection prompt, in characters.
+pub const MAX_PROMPT_CHARS: usize = 60_000;
+/// z for the pruning rule's 95% bounds.
+const PRUNE_Z: f64 = 1.96;
+/// z for the best-candidate lower bound (one standard error).
+const BEST_Z: f64 = 1.0;
+
+/// Global optimizer settings (from the config file), shared by every session.
+#[derive(Debug, Clone)]
+pub struct OptimizerConfig {
+    /// Rollouts per reflection minibatch (`proposer.minibatch_size`).
+    pub minibatch_size: usize,
+    /// Whether merges are proposed (`proposer.merge`).
+    pub merge: bool,
+    /// Why the proposer cannot run (no key), if it cannot.
+    pub disabled_reason: Option<String>,
+}
+
+/// The proposer's progress for one session, shown in GET session.
+#[derive(Debug, Default)]
+pub struct ProposerStatus {
+    in_flight: bool,
+    rewards_since_proposal: u64,
+    proposals: u64,
+    failures: u64,
+    consecutive_failures: u32,
+    last_error: Option<String>,
+    retry_at: Option<Instant>,
+    merged_pairs: HashSet<(String, String)>,
+}
+
+impl ProposerStatus {
+    pub(super) fn reward_counted(&mut self) {
+        self.rewards_since_proposal += 1;
+    }
+
+    fn failed(&mut self, error: String, now: Instant) {
+        self.failures += 1;
+        self.consecutive_failures += 1;
+        self.last_error = Some(error);
+        self.retry_at = Some(now + backoff(self.consecutive_failures));
+    }
+
+    /// `{state, reason, proposals, failures, last_error}` for GET session.
+    pub(super) fn to_json(&self, session_state: &str, disabled: Option<&str>) -> Value {
+        let state = match (session_state, disabled) {
+            ("completed" | "cancelled", _) => "finished",
+            (_, Some(_)) => "disabled",
+            _ if self.in_flight => "proposing",
+            ("paused", _) => "paused",
+            _ => "idle",
+        };
+        json!({
+            "state": state,
+            "reason": if state == "disabled" { disabled } else { None },
+            "proposals": self.proposals,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        })
+    }
+}
+
+/// Exponential back-off after consecutive failures: 2 s, 4 s, … up to 5 minutes.
+fn backoff(consecutive_failures: u32) -> Duration {
+    let secs = 2u64.saturating_pow(consecutive_failures.min(16));
+    Duration::from_secs(secs.min(300))
+}
+
+/// What the proposer must ask the model.
+#[derive(Debug, Clone)]
+pub enum ProposalKind {
+    Reflect {
+        parent_id: String,
+        parent_instruction: Arc<str>,
+        examples: Vec<ReflectionExample>,
+    },
+    Merge {
+        ancestor_instruction: Arc<str>,
+        a: (String, Arc<str>),
+        b: (String, Arc<str>),
+    },
+}
+
+/// One proposal to run, handed out by [`super::Session::take_proposal_job`].
+#[derive(Debug, Clone)]
+pub struct ProposalJob {
+    pub model: String,
+    pub kind: ProposalKind,
+}
+
+impl ProposalJob {
+    pub fn prompt(&self) -> String {
+        match &self.kind {
+            ProposalKind::Reflect {
+                parent_instruction,
+                examples,
+                ..
+            } => reflection_prompt(parent_instruction, examples, MAX_PROMPT_CHARS),
+            ProposalKind::Merge {
+                ancestor_instruction,
+                a,
+                b,
+            } => merge_prompt(ancestor_instruction, &a.1, &b.1),
+        }
+    }
+
+    pub fn parent_ids(&self) -> Vec<String> {
+        match &self.kind {
+            ProposalKind::Reflect { parent_id, .. } => vec![parent_id.clone()],
+            ProposalKind::Merge { a, b, .. } => vec![a.0.clone(), b.0.clone()],
+        }
+    }
+}
+
+/// A rewarded rollout as the optimizer keeps it: enough to reflect on.
+#[derive(Debug, Clone)]
+pub struct RewardedExample {
+    pub inputs: Vec<CapturedMessage>,
+    pub output: Option<String>,
+    pub reward: f64,
+    pub feedback: Option<String>,
+}
+
+/// The optimizer's per-session memory, kept inside the session state.
+#[derive(Debug, Default)]
+pub struct OptimizerState {
+    pub status: ProposerStatus,
+    pub scores: ScoreTable,
+    /// Per candidate id, its most recent rewarded rollouts (newest last).
+    recent: std::collections::HashMap<String, VecDeque<RewardedExample>>,
+}
+
+impl OptimizerState {
+    /// Records a counted reward for the score table and the reflection memory.
+    pub fn record(&mut self, candidate: &str, instance: &str, example: RewardedExample) {
+        self.scores.add(candidate, instance, example.reward);
+        self.status.reward_counted();
+        let recent = self.recent.entry(candidate.to_string()).or_default();
+        recent.push_back(example);
+        while recent.len() > RECENT_PER_CANDIDATE {
+            recent.pop_front();
+        }
+    }
+
+    /// Whether a proposal may start now (the trigger rule).
+    pub fn due(&self, min_rewards: u32, active: usize, max_candidates: u32, now: Instant) -> bool {
+        !self.status.in_flight
+            && self.status.rewards_since_proposal >= u64::from(min_rewards)
+            && active < max_candidates as usize
+            && self.status.retry_at.is_none_or(|t| now >= t)
+    }
+
+    /// Chooses what to propose and marks a proposal in flight.
+    pub fn start_job<R: Rng + ?Sized>(
+        &mut self,
+        candidates: &[Arc<Candidate>],
+        cfg: &OptimizerConfig,
+        model: &str,
+        rng: &mut R,
+    ) -> Option<ProposalJob> {
+        let active: Vec<&Arc<Candidate>> = candidates.iter().filter(|c| c.is_active()).collect();
+        let ids: Vec<&str> = active.iter().map(|c| c.id.as_str()).collect();
+        let front = pareto_front(&self.scores, &ids);
+        let merge_turn = cfg.merge && self.status.proposals % MERGE_EVERY == MERGE_EVERY - 1;
+        let kind = match merge_turn
+            .then(|| self.merge_pair(candidates, &front))
+            .flatten()
+        {
+            Some(kind) => kind,
+            None => self.reflect_job(&active, &ids, &front, cfg.minibatch_size, rng)?,
+        };
+        self.status.in_flight = true;
+        Some(ProposalJob {
+            model: model.to_string(),
+            kind,
+        })
+    }
+
+    fn reflect_job<R: Rng + ?Sized>(
+        &self,
+        active: &[&Arc<Candidate>],
+        ids: &[&str],
+        front: &[FrontMember],
+        minibatch: usize,
+        rng: &mut R,
+    ) -> Option<ProposalKind> {
+        let has_examples = |id: &str| self.recent.get(id).is_some_and(|r| !r.is_empty());
+        let front: Vec<FrontMember> = front
+            .iter()
+            .filter(|m| has_examples(&m.candidate))
+            .cloned()
+            .collect();
+        let parent_id = if self.scores.shared_instances(ids) >= MIN_SHARED_INSTANCES
+            && !front.is_empty()
+        {
+            sample_parent(&front, rng)?
+        } else {
+            let with_examples = || active.iter().copied().filter(|c| has_examples(&c.id));
+            best_mean(with_examples()).or_else(|| with_examples().next().map(|c| c.id.clone()))?
+        };
+        let parent = active.iter().find(|c| c.id == parent_id)?;
+        let recent = self.recent.get(&parent_id)?;
+        // age_rank 0 = newest
+        let triples: Vec<(usize, f64, usize)> = recent
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.reward, recent.len() - 1 - i))
+            .collect();
+        let examples = choose_minibatch(&triples, minibatch)
+            .into_iter()
+            .filter_map(|i| recent.get(i))
+            .map(|e| ReflectionExample {
+                inputs: e.inputs.clone(),
+                output: e.output.clone(),
+                reward: e.reward,
+                feedback: e.feedback.clone(),
+            })
+            .collect();
+        Some(ProposalKind::Reflect {
+            parent_id,
+            parent_instruction: parent.instruction.clone(),
+            examples,
+        })
+    }
+
+    /// Two front candidates with a common ancestor, neither descending from the other,
+    /// not merged before.
+    fn merge_pair(
+        &self,
+        candidates: &[Arc<Candidate>],
+        front: &[FrontMember],
+    ) -> Option<ProposalKind> {
+        let find = |id: &str| candidates.iter().find(|c| c.id == id);
+        for (i, x) in front.iter().enumerate() {
+            for y in &front[i + 1..] {
+                let key = (x.candidate.clone(), y.candidate.clone());
+                if self.status.merged_pairs.contains(&key) {
+                    continue;
+                }
+                let ax = ancestors(candidates, &x.candidate);
+                let ay = ancestors(candidates, &y.candidate);
+                if ax.contains(&y.candidate) || ay.contains(&x.candidate) {
+                    continue;
+                }
+                // The nearest common ancestor of x, in x's breadth-first order.
+                let Some(common) = ax.iter().find(|a| ay.contains(*a)) else {
+                    continue;
+                };
+                let (a, b, anc) = (find(&x.candidate)?, find(&y.candidate)?, find(common)?);
+                return Some(ProposalKind::Merge {
+                    ancestor_instruction: anc.instruction.clone(),
+                    a: (a.id.clone(), a.instruction.clone()),
+                    b: (b.id.clone(), b.instruction.clone()),
+                });
+            }
+        }
+        None
+    }
+
+    /// Books an accepted proposal.
+    pub fn accepted(&mut self, job: &ProposalJob) {
+        self.status.in_flight = false;
+        self.status.proposals += 1;
+        self.status.rewards_since_proposal = 0;
+        self.status.consecutive_failures = 0;
+        self.status.retry_at = None;
+        if let ProposalKind::Merge { a, b, .. } = &job.kind {
+            self.status.merged_pairs.insert((a.0.clone(), b.0.clone()));
+        }
+    }
+
+    /// Books a failed or rejected proposal; it is retried after a back-off.
+    pub fn failed(&mut self, error: String, now: Instant) {
+        self.status.in_flight = false;
+        self.status.failed(error, now);
+    }
+}
+
+/// Ancestors of `id`, nearest first (breadth-first over parent links).
+fn ancestors(candidates: &[Arc<Candidate>], id: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut queue: VecDeque<String> = VecDeque::from([id.to_string()]);
+    while let Some(cur) = queue.pop_front() {
+        let Some(c) = candidates.iter().find(|c| c.id == cur) else {
+            continue;
+        };
+        for p in &c.parent_ids {
+            if !out.contains(p) {
+                out.push(p.clone());
+                queue.push_back(p.clone());
+            }
+        }
+    }
+    out
+}
+
+fn best_mean<'a>(cands: impl Iterator<Item = &'a Arc<Candidate>>) -> Option<String> {
+    let mut best: Option<(&Arc<Candidate>, f64)> = None;
+    for c in cands {
+        let Some(m) = c.mean_reward() else { continue };
+        if best.is_none_or(|(_, bm)| m > bm) {
+            best = Some((c, m));
+        }
+    }
+    best.map(|(c, _)| c.id.clone())
+}
+
+/// The best candidate by the documented rule, with its mean reward.
+pub fn best_candidate(candidates: &[Arc<Candidate>]) -> Option<(Arc<Candidate>, f64)> {
+    let mut best: Option<(Arc<Candidate>, f64, f64)> = None;
+    for c in candidates.iter().filter(|c| c.is_active()) {
+        if c.reward_count() < MIN_REWARDS_FOR_BEST {
+            continue;
+        }
+        let (Some(mean), Some((lower, _))) = (c.mean_reward(), c.bounds(BEST_Z)) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(_, _, bl)| lower > *bl) {
+            best = Some((c.clone(), mean, lower));
+        }
+    }
+    best.map(|(c, mean, _)| (c, mean))
+}
+
+/// Candidates the pruning rule archives now (never the best, never the last active one).
+pub fn prune(
+    candidates: &[Arc<Candidate>],
+    threshold: f64,
+    min_rewards: u32,
+) -> Vec<Arc<Candidate>> {
+    let best = best_candidate(candidates).map(|(c, _)| c);
+    let best_lower = best
+        .as_ref()
+        .filter(|b| b.reward_count() >= u64::from(min_rewards))
+        .and_then(|b| b.bounds(PRUNE_Z))
+        .map(|(l, _)| l);
+    let mut active = candidates.iter().filter(|c| c.is_active()).count();
+    let mut out = Vec::new();
+    for c in candidates.iter().filter(|c| c.is_active()) {
+        if active <= 1 || best.as_ref().is_some_and(|b| Arc::ptr_eq(b, c)) {
+            continue;
+        }
+        if c.reward_count() < u64::from(min_rewards) {
+            continue;
+        }
+        let below_threshold = c.mean_reward().is_some_and(|m| m < threshold);
+        let confidently_worse = match (c.bounds(PRUNE_Z), best_lower) {
+            (Some((_, upper)), Some(bl)) => upper < bl,
+            _ => false,
+        };
+        if below_threshold || confidently_worse {
+            out.push(c.clone());
+            active -= 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn cand(id: &str, parents: &[&str]) -> Arc<Candidate> {
+        Arc::new(Candidate::new(
+            id.into(),
+            format!("instruction of {id}").into(),
+            parents.iter().map(|p| p.to_string()).collect(),
+        ))
+    }
+
+    fn rewarded(c: &Candidate, rewards: &[f64]) {
+        for r in rewards {
+            c.record_issued();
+            c.record_reward(*r);
+        }
+    }
+
+    fn example(reward: f64) -> RewardedExample {
+        RewardedExample {
+            inputs: vec![CapturedMessage {
+                role: "user".into(),
+                content: format!("q{reward}"),
+            }],
+            output: Some("a".into()),
+            reward,
+            feedback: None,
+        }
+    }
+
+    fn cfg() -> OptimizerConfig {
+        OptimizerConfig {
+            minibatch_size: 3,
+            merge: true,
+            disabled_reason: None,
+        }
+    }
+
+    #[test]
+    fn trigger_rule() {
+        let mut o = OptimizerState::default();
+        let now = Instant::now();
+        for _ in 0..9 {
+            o.record("baseline", "s", example(0.5));
+        }
+        assert!(!o.due(10, 1, 8, now), "9 of 10 rewards");
+        o.record("baseline", "s", example(0.5));
+        assert!(o.due(10, 1, 8, now), "exactly at the threshold");
+        assert!(!o.due(10, 8, 8, now), "candidate pool full");
+        let job = o.start_job(
+            &[cand("baseline", &[])],
+            &cfg(),
+            "m",
+            &mut rand::thread_rng(),
+        );
+        assert!(job.is_some());
+        assert!(!o.due(10, 1, 8, now), "one in flight");
+        o.failed("boom".into(), now);
+        assert!(!o.due(10, 1, 8, now), "backing off");
+        assert!(o.due(10, 1, 8, now + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn reflect_job_uses_lowest_rewards_of_the_parent() {
+        let mut o = OptimizerState::default();
+        let base = cand("baseline", &[]);
+        for (i, r) in [0.9, 0.1, 0.5, 0.2, 0.8].iter().enumerate() {
+            base.record_reward(*r);
+            o.record("baseline", &format!("s{i}"), example(*r));
+        }
+        let job = o
+            .start_job(
+                std::slice::from_ref(&base),
+                &cfg(),
+                "m",
+                &mut rand::thread_rng(),
+            )
+            .unwrap();
+        let ProposalKind::Reflect {
+            parent_id,
+            examples,
+            ..
+        } = &job.kind
+        else {
+            panic!("expected a reflection")
+        };
+        assert_eq!(parent_id, "baseline");
+        let rewards: Vec<f64> = examples.iter().map(|e| e.reward).collect();
+        assert_eq!(rewards, vec![0.1, 0.2, 0.5]);
+        assert!(job.prompt().contains("instruction of baseline"));
+        assert_eq!(job.parent_ids(), vec!["baseline".to_string()]);
+    }
+
+    #[test]
+    fn pareto_parent_when_instances_are_shared() {
+        let mut o = OptimizerState::default();
+        let (a, b, c) = (cand("a", &[]), cand("b", &["a"]), cand("c", &["a"]));
+        // b wins s1..s3, c wins s4; a is dominated everywhere.
+        for (id, inst, r) in [
+            ("a", "s1", 0.1),
+            ("a", "s2", 0.1),
+            ("a", "s3", 0.1),
+            ("a", "s4", 0.1),
+            ("b", "s1", 0.9),
+            ("b", "s2", 0.9),
+            ("b", "s3", 0.9),
+            ("b", "s4", 0.2),
+            ("c", "s1", 0.2),
+            ("c", "s2", 0.2),
+            ("c", "s3", 0.2),
+            ("c", "s4", 0.9),
+        ] {
+            o.record(id, inst, example(r));
+        }
+        let cands = vec![a, b, c];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut hits = std::collections::HashMap::new();
+        let no_merge = OptimizerConfig {
+            merge: false,
+            ..cfg()
+        };
+        for _ in 0..400 {
+            let job = o.start_job(&cands, &no_merge, "m", &mut rng).unwrap();
+            *hits.entry(job.parent_ids()[0].clone()).or_insert(0) += 1;
+            o.failed("reset".into(), Instant::now());
+        }
+        assert!(!hits.contains_key("a"), "dominated: {hits:?}");
+        assert!(hits["b"] > hits["c"] * 2, "weighted by wins: {hits:?}");
+    }
+
+    #[test]
+    fn merge_pairs_share_an_ancestor_and_are_recorded() {
+        let mut o = OptimizerState::default();
+        let cands = vec![cand("a", &[]), cand("b", &["a"]), cand("c", &["a"])];
+        for (id, inst, r) in [
+            ("b", "s1", 0.9),
+            ("c", "s1", 0.1),
+            ("b", "s2", 0.1),
+            ("c", "s2", 0.9),
+        ] {
+            o.record(id, inst, example(r));
+        }
+        o.status.proposals = MERGE_EVERY - 1;
+        let job = o
+            .start_job(&cands, &cfg(), "m", &mut rand::thread_rng())
+            .unwrap();
+        let ProposalKind::Merge {
+            ancestor_instruction,
+            ..
+        } = &job.kind
+        else {
+            panic!("expected a merge, got {job:?}")
+        };
+        assert_eq!(&**ancestor_instruction, "instruction of a");
+        assert_eq!(job.parent_ids(), vec!["b".to_string(), "c".to_string()]);
+        o.accepted(&job);
+        o.status.proposals = 2 * MERGE_EVERY - 1;
+        let next = o
+            .start_job(&cands, &cfg(), "m", &mut rand::thread_rng())
+            .unwrap();
+        assert!(
+            matches!(next.kind, ProposalKind::Reflect { .. }),
+            "pair already merged"
+        );
+    }
+
+    #[test]
+    fn pruning_archives_a_clear_loser_but_never_the_last() {
+        let good = cand("good", &[]);
+        let bad = cand("bad", &[]);
+        rewarded(&good, &[0.9, 1.0, 0.8, 0.9, 1.0, 0.9, 0.85, 0.95]);
+        rewarded(&bad, &[0.1, 0.0, 0.2, 0.1, 0.0, 0.1, 0.15, 0.05]);
+        let pruned = prune(&[good.clone(), bad.clone()], 0.0, 5);
+        assert_eq!(pruned.len(), 1);
+        assert_eq!(pruned[0].id, "bad");
+        let below = prune(&[good.clone(), bad.clone()], 0.5, 20);
+        assert!(below.is_empty(), "not enough rewards yet");
+        assert!(
+            prune(&[bad.clone()], 0.9, 1).is_empty(),
+            "last active candidate stays"
+        );
+    }
+
+    #[test]
+    fn best_rule_needs_evidence() {
+        let lucky = cand("lucky", &[]);
+        rewarded(&lucky, &[1.0, 1.0]);
+        let steady = cand("steady", &[]);
+        rewarded(&steady, &[0.8, 0.7, 0.8, 0.9, 0.8, 0.75]);
+        let (best, score) = best_candidate(&[lucky.clone(), steady.clone()]).unwrap();
+        assert_eq!(best.id, "steady");
+        assert!((score - 0.791_666).abs() < 1e-3);
+        assert!(best_candidate(&[lucky]).is_none());
+    }
+
+    #[test]
+    fn proposer_state_json() {
+        let s = ProposerStatus::default();
+        assert_eq!(s.to_json("started", None)["state"], "idle");
+        assert_eq!(s.to_json("paused", None)["state"], "paused");
+        assert_eq!(s.to_json("completed", None)["state"], "finished");
+        let d = s.to_json("started", Some("no key"));
+        assert_eq!(
+            (d["state"].as_str(), d["reason"].as_str()),
+            (Some("disabled"), Some("no key"))
+        );
+    }
+}
