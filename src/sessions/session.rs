@@ -937,4 +937,45 @@ mod tests {
         assert_eq!(s.transition(Transition::Pause).unwrap_err().status(), 503);
         assert_eq!(s.status(), Status::Started);
     }
+
+    #[test]
+    fn proposals_only_while_started_and_at_the_threshold() {
+        for (transition, due) in [
+            (None, true),
+            (Some(Transition::Pause), false),
+            (Some(Transition::Cancel), false),
+            (Some(Transition::Stop), false),
+        ] {
+            let s = session();
+            for i in 0..10 {
+                if i == 9 {
+                    assert!(s.take_proposal_job(Instant::now()).is_none(), "9 of 10");
+                }
+                let t = ok_call(&s, None);
+                s.reward(reward(&t.rollout_id, 0.5)).unwrap();
+            }
+            if let Some(t) = transition {
+                s.transition(t).unwrap();
+            }
+            let job = s.take_proposal_job(Instant::now());
+            assert_eq!(job.is_some(), due, "{transition:?}");
+            if let Some(job) = job {
+                assert!(
+                    s.take_proposal_job(Instant::now()).is_none(),
+                    "one in flight"
+                );
+                let dup = s.finish_proposal(&job, Ok("be helpful".into()));
+                assert!(
+                    dup.is_none(),
+                    "an exact duplicate of the baseline is rejected"
+                );
+                let v = s.detail_json(&PublicUrls::new("http://x"));
+                assert_eq!(v["proposer"]["failures"], 1);
+                assert!(v["proposer"]["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("duplicate"));
+            }
+        }
+    }
 }

@@ -40,6 +40,10 @@ impl Recorded {
 #[derive(Default)]
 struct MockShared {
     requests: Mutex<Vec<Recorded>>,
+    /// Proposer (reflection/merge) requests answered so far.
+    proposals: std::sync::atomic::AtomicUsize,
+    /// When set, proposer requests get a 500.
+    proposer_fails: std::sync::atomic::AtomicBool,
     /// Released by the test to let a gated SSE stream send its remaining events.
     gate: Notify,
 }
@@ -105,6 +109,20 @@ impl MockUpstream {
     pub fn release(&self) {
         self.shared.gate.notify_one();
     }
+
+    /// Requests that were the gateway's own proposer calls.
+    pub fn proposer_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(is_proposer_request)
+            .collect()
+    }
+
+    pub fn fail_proposer(&self, fail: bool) {
+        self.shared
+            .proposer_fails
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 type MockBody = BoxBody<Bytes, std::io::Error>;
@@ -167,6 +185,21 @@ async fn handle(
             .body(full(v.to_string()))
             .unwrap()
     };
+    let recorded = shared.requests.lock().unwrap().last().cloned();
+    if recorded.as_ref().is_some_and(is_proposer_request) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if shared.proposer_fails.load(SeqCst) {
+            return Ok(json_resp(
+                500,
+                json!({"error": {"message": "proposer model down"}}),
+            ));
+        }
+        let n = shared.proposals.fetch_add(1, SeqCst) + 1;
+        let reply = format!(
+            "Here is the improved instruction:\n```text\nImproved instruction {n}\n```\nGood luck."
+        );
+        return Ok(json_resp(200, completion_json(&reply)));
+    }
     match mode.as_str() {
         "" => Ok(json_resp(200, completion_json(MOCK_REPLY))),
         "status-500" | "status-429" => {
@@ -197,6 +230,11 @@ async fn handle(
             json!({"error": {"message": format!("unknown mock mode {other}")}}),
         )),
     }
+}
+
+/// The proposer's reflection and merge prompts end with a "## Your task" section.
+pub fn is_proposer_request(r: &Recorded) -> bool {
+    String::from_utf8_lossy(&r.body).contains("## Your task")
 }
 
 fn sse_response(shared: Arc<MockShared>, mode: String) -> Response<MockBody> {

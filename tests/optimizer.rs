@@ -1,0 +1,220 @@
+//! The online optimizer end to end: rewards with feedback lead, through the gateway and a
+//! mock upstream, to a reflective proposal that becomes a candidate and receives traffic.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const CLIENT_KEY: &str = "ck-test";
+
+async fn start() -> (MockUpstream, Gateway) {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    // The proposer needs a key of its own: the gateway's upstream key.
+    o.upstream_key = Some(("sk-gateway".into(), CLIENT_KEY.into()));
+    let gw = Gateway::start_with(o).await;
+    (mock, gw)
+}
+
+async fn create(gw: &Gateway, min_rollouts: u32) -> String {
+    let body = json!({"config_body": {"prompt_learning": {
+        "algorithm": "gepa",
+        "gepa": {"mode": "online", "online_proposer_min_rollouts": min_rollouts},
+        "initial_prompt": {"messages": [{"role": "system", "pattern": "You answer card questions."}]}
+    }}});
+    let r = gw
+        .admin(reqwest::Client::new().post(gw.url(SESSIONS)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["code"] != "proposer_disabled"));
+    v["session_id"].as_str().unwrap().to_string()
+}
+
+/// One proxied call; returns (rollout id, candidate id).
+async fn call(gw: &Gateway, id: &str, question: &str) -> (String, String) {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": question}]});
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let (status, h, _) = post_chat(
+        &gw.chat_url(id),
+        body.to_string(),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let get = |n: &str| h[n].to_str().unwrap().to_string();
+    (get("x-gepa-rollout-id"), get("x-gepa-candidate-id"))
+}
+
+async fn reward(gw: &Gateway, id: &str, rollout: &str, x: f64, feedback: &str, seed: u32) {
+    let body = json!({"rollout_id": rollout, "reward_info": {"outcome_reward": x, "seed": seed, "feedback": feedback}});
+    let (status, v) = gw.reward(id, body).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// Polls GET session until `cond` holds (the proposer runs in the background).
+async fn wait_for(gw: &Gateway, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let v = gw.get_session(id).await;
+        if cond(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}: {}", gw.get_session(id).await);
+}
+
+#[tokio::test]
+async fn rewards_with_feedback_lead_to_a_new_candidate_that_serves() {
+    let (mock, gw) = start().await;
+    let id = create(&gw, 3).await;
+    for i in 0..3 {
+        let (rollout, cand) = call(&gw, &id, &format!("question {i}")).await;
+        assert_eq!(cand, "baseline");
+        reward(
+            &gw,
+            &id,
+            &rollout,
+            0.2,
+            &format!("feedback-{i}: state the delivery time in days"),
+            i,
+        )
+        .await;
+    }
+    let v = wait_for(&gw, &id, "a new candidate", |v| {
+        v["candidates"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let new = &v["candidates"][1];
+    assert_eq!(new["instruction"], "Improved instruction 1");
+    assert_eq!(new["parent_id"], "baseline");
+    assert_eq!(new["parent_ids"], json!(["baseline"]));
+    assert_eq!(new["status"], "active");
+    assert!(new["candidate_id"].as_str().unwrap().starts_with("cand_"));
+    assert_eq!(v["proposer"]["proposals"], 1);
+    assert_eq!(v["proposer"]["state"], "idle");
+
+    // The reflection request carried the parent instruction, the outputs and the feedback.
+    let reflection = mock.proposer_requests();
+    assert_eq!(reflection.len(), 1);
+    let prompt = reflection[0].json()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(prompt.contains("You answer card questions."));
+    assert!(prompt.contains(MOCK_REPLY), "outputs are shown");
+    for i in 0..3 {
+        assert!(
+            prompt.contains(&format!("feedback-{i}")),
+            "feedback {i} is shown"
+        );
+        assert!(
+            prompt.contains(&format!("question {i}")),
+            "input {i} is shown"
+        );
+    }
+    assert_eq!(
+        reflection[0].header("authorization"),
+        Some("Bearer sk-gateway")
+    );
+
+    // A new candidate is served first (warm-up), with its instruction as the system message.
+    let new_id = new["candidate_id"].as_str().unwrap();
+    let (_, cand) = call(&gw, &id, "question after").await;
+    assert_eq!(cand, new_id);
+    let sent = mock
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| !is_proposer_request(r))
+        .unwrap();
+    assert_eq!(
+        sent.json()["messages"][0]["content"],
+        "Improved instruction 1"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_session_does_not_propose_until_resumed() {
+    let (mock, gw) = start().await;
+    let id = create(&gw, 2).await;
+    let (status, _) = gw.admin_post(&format!("{SESSIONS}/{id}/pause")).await;
+    assert_eq!(status, 200);
+    for i in 0..3 {
+        let (rollout, _) = call(&gw, &id, "q").await;
+        reward(&gw, &id, &rollout, 0.5, "ok", i).await;
+    }
+    let v = gw.get_session(&id).await;
+    assert_eq!(v["proposer"]["state"], "paused");
+    assert_eq!(v["reward_count"], 3, "rewards are accepted while paused");
+    gw.admin_post(&format!("{SESSIONS}/{id}/resume")).await;
+    let v = wait_for(&gw, &id, "a proposal after resume", |v| {
+        v["proposer"]["proposals"] == 1
+    })
+    .await;
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        mock.proposer_requests().len(),
+        1,
+        "nothing was proposed while paused"
+    );
+}
+
+#[tokio::test]
+async fn proposer_failures_are_reported_and_never_break_traffic() {
+    let (mock, gw) = start().await;
+    mock.fail_proposer(true);
+    let id = create(&gw, 2).await;
+    for i in 0..2 {
+        let (rollout, _) = call(&gw, &id, "q").await;
+        reward(&gw, &id, &rollout, 0.5, "ok", i).await;
+    }
+    let v = wait_for(&gw, &id, "a reported failure", |v| {
+        v["proposer"]["failures"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(
+        v["proposer"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{}",
+        v["proposer"]
+    );
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 1);
+    // Traffic is unaffected.
+    let (_, cand) = call(&gw, &id, "still works").await;
+    assert_eq!(cand, "baseline");
+    // Once the model is back, the retry (after its back-off) succeeds.
+    mock.fail_proposer(false);
+    let v = wait_for(&gw, &id, "a proposal after recovery", |v| {
+        v["proposer"]["proposals"] == 1
+    })
+    .await;
+    assert_eq!(v["candidates"][1]["instruction"], "Improved instruction 1");
+}
+
+#[tokio::test]
+async fn without_a_proposer_key_the_proposer_is_disabled_and_says_why() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let v = gw.create_session("x").await;
+    let w = v["warnings"].as_array().unwrap();
+    assert!(w.iter().any(|w| w["code"] == "proposer_disabled"), "{w:?}");
+    let id = v["session_id"].as_str().unwrap();
+    let g = gw.get_session(id).await;
+    assert_eq!(g["proposer"]["state"], "disabled");
+    assert!(g["proposer"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("api_key_env"));
+}
