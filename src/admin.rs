@@ -512,6 +512,7 @@ mod tests {
             online_prune_threshold: 0.0,
             online_prune_min_rollouts: 20,
             warmup_rollouts: 5,
+            allocation: crate::config::Allocation::Thompson,
         }
     }
 

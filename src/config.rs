@@ -157,6 +157,17 @@ pub struct GepaDefaults {
     pub online_prune_min_rollouts: u32,
     /// Rollouts a new candidate is served first for, before the bandit takes over.
     pub warmup_rollouts: u32,
+    /// `thompson` (default) or `uniform`: how traffic is split among active candidates.
+    pub allocation: Allocation,
+}
+
+/// How traffic is split among a session's active candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Warm-up, then Thompson sampling on the mean reward (see `allocation.rs`).
+    Thompson,
+    /// An equal share for every active candidate (the simplest online baseline).
+    Uniform,
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +408,7 @@ impl Default for GatewayConfig {
                 online_prune_threshold: DEFAULT_PRUNE_THRESHOLD,
                 online_prune_min_rollouts: DEFAULT_PRUNE_MIN_ROLLOUTS as u32,
                 warmup_rollouts: DEFAULT_WARMUP_ROLLOUTS as u32,
+                allocation: Allocation::Thompson,
             },
             max_sessions: DEFAULT_MAX_SESSIONS as usize,
             correlation_ttl: Duration::from_secs(DEFAULT_CORRELATION_TTL_S),
@@ -645,6 +657,7 @@ struct RawGepa {
     online_prune_threshold: Option<f64>,
     online_prune_min_rollouts: Option<u64>,
     warmup_rollouts: Option<u64>,
+    allocation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -997,6 +1010,16 @@ fn resolve(
                 "gateway.gepa.warmup_rollouts",
                 gepa.warmup_rollouts.unwrap_or(DEFAULT_WARMUP_ROLLOUTS),
             )?,
+            allocation: match gepa.allocation.as_deref().map(str::trim) {
+                None | Some("") | Some("thompson") => Allocation::Thompson,
+                Some("uniform") => Allocation::Uniform,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "gateway.gepa.allocation",
+                        "must be \"thompson\" or \"uniform\"",
+                    ))
+                }
+            },
         }
     };
 

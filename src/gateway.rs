@@ -61,7 +61,10 @@ impl GatewayState {
                         .to_string()
                 }),
             },
-            selector: CandidateSelector::new(config.gepa_defaults.warmup_rollouts),
+            selector: CandidateSelector::with_allocation(
+                config.gepa_defaults.warmup_rollouts,
+                config.gepa_defaults.allocation,
+            ),
             proposer_wake: Arc::new(Notify::new()),
         };
         let sessions = Arc::new(Sessions::new(config.max_sessions, env));

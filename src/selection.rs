@@ -11,20 +11,28 @@ use rand::Rng;
 use std::sync::Arc;
 
 use crate::allocation::{AllocationPolicy, ArmStats};
+use crate::config::Allocation;
 use crate::sessions::Candidate;
 
 /// Chooses one candidate for one call.
 #[derive(Debug, Clone, Copy)]
 pub struct CandidateSelector {
     pub policy: AllocationPolicy,
+    /// `Uniform` ignores rewards: the baseline the simulator compares against.
+    pub allocation: Allocation,
 }
 
 impl CandidateSelector {
     pub fn new(warmup_rollouts: u32) -> Self {
+        CandidateSelector::with_allocation(warmup_rollouts, Allocation::Thompson)
+    }
+
+    pub fn with_allocation(warmup_rollouts: u32, allocation: Allocation) -> Self {
         CandidateSelector {
             policy: AllocationPolicy {
                 min_rollouts: u64::from(warmup_rollouts),
             },
+            allocation,
         }
     }
 
@@ -36,6 +44,12 @@ impl CandidateSelector {
     ) -> Option<&'a Arc<Candidate>> {
         if servable.len() == 1 {
             return servable.first();
+        }
+        if self.allocation == Allocation::Uniform {
+            return match servable.len() {
+                0 => None,
+                n => servable.get(rng.gen_range(0..n)),
+            };
         }
         // Small pools are the norm (online_proposer_max_candidates); stay on the stack.
         let mut stats = [ArmStats {
@@ -73,6 +87,26 @@ mod tests {
             );
         }
         assert!(sel.choose(&[], &mut rng).is_none());
+    }
+
+    #[test]
+    fn uniform_allocation_splits_evenly() {
+        let cs: Vec<Arc<Candidate>> = (0..2)
+            .map(|i| {
+                Arc::new(Candidate::new(
+                    format!("c{i}"),
+                    format!("i{i}").into(),
+                    vec![],
+                ))
+            })
+            .collect();
+        cs[0].record_issued_for_test(1.0);
+        let sel = CandidateSelector::with_allocation(5, Allocation::Uniform);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let firsts = (0..2000)
+            .filter(|_| sel.choose(&cs, &mut rng).unwrap().id == "c0")
+            .count();
+        assert!((900..1100).contains(&firsts), "{firsts}");
     }
 
     #[test]
