@@ -16,6 +16,7 @@ use crate::admin::AdminApi;
 use crate::auth::Credentials;
 use crate::config::GatewayConfig;
 use crate::errors::ApiError;
+use crate::metrics::{Metrics, RequestObservation};
 use crate::routes::{self, Route};
 use crate::selection::CandidateSelector;
 use crate::sessions::{OptimizerConfig, PublicUrls, SessionEnv, Sessions};
@@ -35,6 +36,7 @@ pub struct GatewayState {
     pub credentials: Credentials,
     /// True once state is restored and the listener serves (`/readyz`).
     pub ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl GatewayState {
@@ -48,7 +50,7 @@ impl GatewayState {
         Upstream::new(cfg)
     }
 
-    pub fn new(config: GatewayConfig) -> Self {
+    pub fn new(config: GatewayConfig) -> Result<Self, String> {
         let env = SessionEnv {
             correlation_ttl: config.correlation_ttl,
             store: Arc::new(MemoryStore),
@@ -79,14 +81,17 @@ impl GatewayState {
             reward_tokens: config.reward_tokens.clone(),
             client_keys: config.client_keys.clone(),
         };
-        GatewayState {
+        // Metric names and labels are constants: registering them cannot fail at run time.
+        let metrics = Arc::new(Metrics::new(sessions.clone()).map_err(|e| e.to_string())?);
+        Ok(GatewayState {
             upstream: Upstream::new(config.upstream.clone()),
+            metrics,
             sessions,
             admin,
             credentials,
             ready: AtomicBool::new(true),
             config,
-        }
+        })
     }
 }
 
@@ -101,6 +106,8 @@ pub struct RequestCtx {
     pub error_code: Option<&'static str>,
     pub upstream_ttfb: Option<Duration>,
     pub upstream_ms: Option<Duration>,
+    /// The upstream's response status, when one arrived.
+    pub upstream_status: Option<u16>,
     pub bytes_in: usize,
     pub bytes_out: usize,
 }
@@ -124,6 +131,7 @@ impl ProxyHttp for Gateway {
             error_code: None,
             upstream_ttfb: None,
             upstream_ms: None,
+            upstream_status: None,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -210,6 +218,15 @@ impl ProxyHttp for Gateway {
             "bytes_out": ctx.bytes_out,
         });
         log::info!(target: "access", "{line}");
+        self.state.metrics.observe(&RequestObservation {
+            route: ctx.route,
+            status,
+            total: ctx.started.elapsed(),
+            upstream: ctx.upstream_ms,
+            upstream_ttfb: ctx.upstream_ttfb,
+            upstream_status: ctx.upstream_status,
+            error_code: ctx.error_code,
+        });
     }
 }
 

@@ -19,6 +19,7 @@ pub mod config;
 pub mod errors;
 pub mod gateway;
 pub mod logging;
+pub mod metrics;
 pub mod pareto;
 pub mod proposer;
 pub mod proxy;

@@ -193,6 +193,7 @@ async fn exchange(
         return ExchangeEnd::failed(res.err());
     };
     let status = upstream_header.status.as_u16();
+    ctx.upstream_status = Some(status);
     let mut capture = ReplyCapture::new(
         header_str(upstream_header, "content-type"),
         header_str(upstream_header, "content-encoding"),

@@ -3,12 +3,14 @@
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::gateway::{Gateway, GatewayState};
+use crate::metrics::MetricsApp;
 use crate::proposer::Proposer;
 
 /// The config file used when `-c` is not given.
@@ -53,7 +55,22 @@ fn serve(opt: Opt, config: Config) -> ! {
     server_opt.conf = None;
     let mut pingora = Server::new_with_opt_and_conf(server_opt, server);
     pingora.bootstrap();
-    let state = Arc::new(GatewayState::new(gateway));
+    let state = match GatewayState::new(gateway) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!("gepa-gateway cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(addr) = state.config.metrics_listen {
+        let app = MetricsApp {
+            metrics: state.metrics.clone(),
+        };
+        let mut metrics = Service::new("metrics".to_string(), app);
+        metrics.add_tcp(&addr.to_string());
+        pingora.add_service(metrics);
+        log::info!("metrics on http://{addr}/metrics");
+    }
     let mut service = http_proxy_service_with_name(
         &pingora.configuration,
         Gateway {

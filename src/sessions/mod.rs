@@ -18,7 +18,8 @@ mod session;
 pub use candidate::{Candidate, CandidateStatus};
 pub use optimizer::{OptimizerConfig, ProposalJob, ProposalKind, ProposerStatus};
 pub use session::{
-    CallOutcome, CallTicket, NewSession, Reward, RewardReply, RewardRequest, Rollout, Session,
+    CallOutcome, CallTicket, CandidateMetrics, NewSession, Reward, RewardReply, RewardRequest,
+    Rollout, Session, SessionMetrics,
 };
 
 use dashmap::DashMap;
@@ -66,7 +67,7 @@ impl Status {
         }
     }
 
-    fn is_finished(self) -> bool {
+    pub fn is_finished(self) -> bool {
         matches!(self, Status::Completed | Status::Cancelled)
     }
 }

@@ -70,6 +70,14 @@ pub struct ProposerStatus {
 }
 
 impl ProposerStatus {
+    pub fn proposals(&self) -> u64 {
+        self.proposals
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
     pub(super) fn reward_counted(&mut self) {
         self.rewards_since_proposal += 1;
     }
@@ -576,7 +584,7 @@ mod tests {
         let below = prune(&[good.clone(), bad.clone()], 0.5, 20);
         assert!(below.is_empty(), "not enough rewards yet");
         assert!(
-            prune(&[bad.clone()], 0.9, 1).is_empty(),
+            prune(std::slice::from_ref(&bad), 0.9, 1).is_empty(),
             "last active candidate stays"
         );
     }

@@ -11,6 +11,7 @@ use super::candidate::Candidate;
 use super::optimizer::{self, OptimizerState, ProposalJob, RewardedExample};
 use super::MAX_ROLLOUTS_IN_MEMORY;
 use super::{next_status, rfc3339, GepaSettings, PublicUrls, SessionEnv, Status, Transition};
+use crate::allocation::ArmStats;
 use crate::errors::ApiError;
 use crate::rewrite::CapturedMessage;
 use crate::store::StoreError;
@@ -55,6 +56,24 @@ impl RewardReply {
             "duplicate": self.duplicate,
         })
     }
+}
+
+/// A session's figures for the metrics exposition.
+#[derive(Debug, Clone)]
+pub struct SessionMetrics {
+    pub status: &'static str,
+    /// How long ago a completed or cancelled session finished.
+    pub finished_for: Option<Duration>,
+    pub candidates: Vec<CandidateMetrics>,
+    pub proposals: u64,
+    pub failures: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CandidateMetrics {
+    pub id: String,
+    pub active: bool,
+    pub stats: ArmStats,
 }
 
 /// One rollout: every call of a (session, correlation id) until its reward, or one
@@ -306,6 +325,29 @@ impl Session {
             reward_count: st.reward_count,
             status: st.status,
             duplicate,
+        }
+    }
+
+    pub fn metrics_snapshot(&self) -> SessionMetrics {
+        let st = self.state.lock();
+        let finished_for = st.status.is_finished().then(|| {
+            let ago = OffsetDateTime::now_utc() - st.updated_at;
+            Duration::from_secs_f64(ago.as_seconds_f64().max(0.0))
+        });
+        SessionMetrics {
+            status: st.status.as_str(),
+            finished_for,
+            candidates: st
+                .candidates
+                .iter()
+                .map(|c| CandidateMetrics {
+                    id: c.id.clone(),
+                    active: c.is_active(),
+                    stats: c.stats(),
+                })
+                .collect(),
+            proposals: st.optimizer.status.proposals(),
+            failures: st.optimizer.status.failures(),
         }
     }
 

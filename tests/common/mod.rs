@@ -280,6 +280,7 @@ pub fn free_port() -> u16 {
 /// The real gateway binary, started with a temporary config; killed on drop.
 pub struct Gateway {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     child: Child,
     pub dir: tempfile::TempDir,
     pub admin_token: Option<String>,
@@ -325,6 +326,7 @@ impl Gateway {
     pub async fn start_with(o: GatewayOptions) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let metrics_port = free_port();
         let (key_env, client_env) = if o.upstream_key.is_some() {
             ("GEPA_TEST_UPSTREAM_KEY", "GEPA_TEST_CLIENT_KEYS")
         } else {
@@ -350,6 +352,8 @@ gateway:
     reward_token_env: "GEPA_TEST_REWARD_TOKEN"
   storage:
     path: "{dir}/gepa.db"
+  metrics:
+    listen: "127.0.0.1:{metrics_port}"
   limits:
     max_body_bytes: {max_body}
 {extra}"#,
@@ -387,6 +391,7 @@ gateway:
         let child = cmd.spawn().expect("gateway binary starts");
         let gw = Gateway {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            metrics_addr: format!("127.0.0.1:{metrics_port}").parse().unwrap(),
             child,
             dir,
             admin_token: o.admin_token,

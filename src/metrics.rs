@@ -1,0 +1,302 @@
+//! Prometheus metrics, served in the text format at `/metrics` on `metrics.listen` only
+//! (the labels name session ids, which are capabilities).
+//!
+//! Request-path metrics are plain counters and histograms updated once per request in the
+//! logging phase. Per-session metrics are not kept on the request path at all: they are
+//! read from the sessions' own statistics at scrape time, so their cardinality is bounded
+//! by the sessions held (and candidates per session), and a session that finished more
+//! than [`FINISHED_SERIES_TTL`] ago drops out of the exposition.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sessions::Sessions;
+
+/// Series of a completed or cancelled session are dropped this long after it finished.
+pub const FINISHED_SERIES_TTL: Duration = Duration::from_secs(3600);
+
+/// Fine enough to see tens of microseconds of gateway overhead.
+const OVERHEAD_BUCKETS: [f64; 14] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.5,
+];
+/// LLM calls take from milliseconds to minutes.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// One finished request, as the logging phase reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestObservation<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub total: Duration,
+    pub upstream: Option<Duration>,
+    pub upstream_ttfb: Option<Duration>,
+    pub upstream_status: Option<u16>,
+    pub error_code: Option<&'a str>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sessions: Arc<Sessions>,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: Histogram,
+    upstream_ttfb: Histogram,
+    overhead: Histogram,
+    upstream_errors: IntCounterVec,
+    body_rejections: IntCounterVec,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+}
+
+impl Metrics {
+    pub fn new(sessions: Arc<Sessions>) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new("gepa_requests_total", "Requests by route and status class."),
+                &["route", "status_class"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new("gepa_request_duration_seconds", "Total time per request.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )?,
+            upstream_duration: histogram(
+                "gepa_upstream_duration_seconds",
+                "Time from sending a proxied request upstream to its last response byte.",
+                &LATENCY_BUCKETS,
+            )?,
+            upstream_ttfb: histogram(
+                "gepa_upstream_ttfb_seconds",
+                "Time from sending a proxied request upstream to its response header.",
+                &LATENCY_BUCKETS,
+            )?,
+            overhead: histogram(
+                "gepa_gateway_overhead_seconds",
+                "Per proxied request: total time minus the time spent waiting on the upstream.",
+                &OVERHEAD_BUCKETS,
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "gepa_upstream_errors_total",
+                    "Upstream failures by kind (connect, timeout, reset, 5xx).",
+                ),
+                &["kind"],
+            )?,
+            body_rejections: IntCounterVec::new(
+                Opts::new(
+                    "gepa_body_rejections_total",
+                    "Proxied request bodies refused before the upstream, by reason.",
+                ),
+                &["reason"],
+            )?,
+            registry,
+            sessions,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.request_duration.clone()))?;
+        m.registry.register(Box::new(m.upstream_duration.clone()))?;
+        m.registry.register(Box::new(m.upstream_ttfb.clone()))?;
+        m.registry.register(Box::new(m.overhead.clone()))?;
+        m.registry.register(Box::new(m.upstream_errors.clone()))?;
+        m.registry.register(Box::new(m.body_rejections.clone()))?;
+        Ok(m)
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, o: &RequestObservation<'_>) {
+        let class = match o.status {
+            0 => "none",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests.with_label_values(&[o.route, class]).inc();
+        self.request_duration
+            .with_label_values(&[o.route])
+            .observe(o.total.as_secs_f64());
+        if let Some(up) = o.upstream {
+            self.upstream_duration.observe(up.as_secs_f64());
+            self.overhead
+                .observe(o.total.saturating_sub(up).as_secs_f64());
+        }
+        if let Some(ttfb) = o.upstream_ttfb {
+            self.upstream_ttfb.observe(ttfb.as_secs_f64());
+        }
+        let kind = match o.error_code {
+            Some("upstream_unreachable") => Some("connect"),
+            Some("upstream_timeout") => Some("timeout"),
+            Some("upstream_error" | "stream_broken") => Some("reset"),
+            _ if o.upstream_status.is_some_and(|s| s >= 500) => Some("5xx"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.upstream_errors.with_label_values(&[kind]).inc();
+        }
+        if o.route == "proxy" && matches!(o.status, 400 | 413) {
+            if let Some(code) = o.error_code {
+                self.body_rejections.with_label_values(&[code]).inc();
+            }
+        }
+    }
+
+    /// The whole exposition in Prometheus' text format.
+    pub fn render(&self) -> prometheus::Result<Vec<u8>> {
+        let mut families = self.registry.gather();
+        families.extend(self.session_families()?);
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families, &mut out)?;
+        Ok(out)
+    }
+
+    /// Per-session series, read from the sessions' statistics at scrape time.
+    fn session_families(&self) -> prometheus::Result<Vec<prometheus::proto::MetricFamily>> {
+        let sc = ["session", "candidate"];
+        let rollouts = IntCounterVec::new(
+            Opts::new(
+                "gepa_rollouts_total",
+                "Rollouts served, per session and candidate.",
+            ),
+            &sc,
+        )?;
+        let rewards = IntCounterVec::new(
+            Opts::new(
+                "gepa_rewards_total",
+                "Rewards counted, per session and candidate.",
+            ),
+            &sc,
+        )?;
+        let reward_sum = GaugeVec::new(
+            Opts::new(
+                "gepa_reward_accumulated",
+                "Sum of counted rewards, per session and candidate.",
+            ),
+            &sc,
+        )?;
+        let mean = GaugeVec::new(
+            Opts::new(
+                "gepa_candidate_mean_reward",
+                "Mean reward of each rewarded candidate.",
+            ),
+            &sc,
+        )?;
+        let candidates = IntGaugeVec::new(
+            Opts::new("gepa_candidates", "Candidates per session by status."),
+            &["session", "status"],
+        )?;
+        let proposals = IntCounterVec::new(
+            Opts::new("gepa_proposals_total", "Proposals per session by result."),
+            &["session", "result"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "gepa_proposer_failures_total",
+                "Failed proposer attempts per session.",
+            ),
+            &["session"],
+        )?;
+        let sessions = IntGaugeVec::new(
+            Opts::new("gepa_sessions", "Sessions held, by status."),
+            &["status"],
+        )?;
+        for status in ["started", "paused", "completed", "cancelled"] {
+            sessions.with_label_values(&[status]).set(0);
+        }
+        for s in self.sessions.all() {
+            let snap = s.metrics_snapshot();
+            sessions.with_label_values(&[snap.status]).inc();
+            if snap.finished_for.is_some_and(|d| d > FINISHED_SERIES_TTL) {
+                continue;
+            }
+            let id = s.id.as_str();
+            let (mut active, mut archived) = (0, 0);
+            for c in &snap.candidates {
+                let l = [id, c.id.as_str()];
+                rollouts.with_label_values(&l).inc_by(c.stats.issued);
+                rewards.with_label_values(&l).inc_by(c.stats.rewards);
+                reward_sum.with_label_values(&l).set(c.stats.reward_sum);
+                if c.stats.rewards > 0 {
+                    mean.with_label_values(&l)
+                        .set(c.stats.reward_sum / c.stats.rewards as f64);
+                }
+                if c.active {
+                    active += 1;
+                } else {
+                    archived += 1;
+                }
+            }
+            candidates.with_label_values(&[id, "active"]).set(active);
+            candidates
+                .with_label_values(&[id, "archived"])
+                .set(archived);
+            proposals
+                .with_label_values(&[id, "accepted"])
+                .inc_by(snap.proposals);
+            proposals
+                .with_label_values(&[id, "failed"])
+                .inc_by(snap.failures);
+            failures.with_label_values(&[id]).inc_by(snap.failures);
+        }
+        let mut out = Vec::new();
+        use prometheus::core::Collector;
+        for c in [
+            &rollouts as &dyn Collector,
+            &rewards,
+            &reward_sum,
+            &mean,
+            &candidates,
+            &proposals,
+            &failures,
+            &sessions,
+        ] {
+            out.extend(
+                c.collect()
+                    .into_iter()
+                    .filter(|f| !f.get_metric().is_empty()),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The `/metrics` listener's application.
+pub struct MetricsApp {
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path_ok = session.req_header().uri.path() == "/metrics";
+        let (status, body, content_type) = if !path_ok {
+            (404, b"not found\n".to_vec(), "text/plain")
+        } else {
+            match self.metrics.render() {
+                Ok(b) => (200, b, "text/plain; version=0.0.4"),
+                Err(e) => (500, format!("metrics: {e}\n").into_bytes(), "text/plain"),
+            }
+        };
+        let len = body.len();
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", len)
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics: served on `metrics.listen` only, in a format promtool accepts, with
+//! the request, overhead, upstream-error, rejection and per-session series.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+async fn scrape(gw: &Gateway) -> String {
+    let r = reqwest::get(format!("http://{}/metrics", gw.metrics_addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+/// The value of the first sample whose line starts with `prefix` (name plus labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_cover_requests_sessions_and_pass_promtool() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, h, _) = post_chat(&gw.chat_url(&id), chat_body().to_string(), &[]).await;
+    let rollout = h["x-gepa-rollout-id"].to_str().unwrap().to_string();
+    let (status, _) = gw
+        .reward(
+            &id,
+            json!({"rollout_id": rollout, "reward_info": {"outcome_reward": 0.75}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    post_chat(&gw.chat_url(&id), "{bad".to_string(), &[]).await;
+    post_chat(
+        &gw.chat_url(&id),
+        chat_body().to_string(),
+        &[("x-mock", "status-500")],
+    )
+    .await;
+
+    let text = scrape(&gw).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"gepa_requests_total{route="proxy",status_class="2xx"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"gepa_requests_total{route="proxy",status_class="4xx"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"gepa_body_rejections_total{reason="invalid_json"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"gepa_upstream_errors_total{kind="5xx"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "gepa_gateway_overhead_seconds_count"),
+        Some(2.0)
+    );
+    assert!(
+        text.contains("gepa_gateway_overhead_seconds_bucket{le=\"0.00001\"}"),
+        "fine buckets"
+    );
+    let sc = format!(r#"{{candidate="baseline",session="{id}"}}"#);
+    assert_eq!(
+        sample(&text, &format!("gepa_rollouts_total{sc}")),
+        Some(2.0)
+    );
+    assert_eq!(sample(&text, &format!("gepa_rewards_total{sc}")), Some(1.0));
+    assert_eq!(
+        sample(&text, &format!("gepa_candidate_mean_reward{sc}")),
+        Some(0.75)
+    );
+    assert_eq!(
+        sample(&text, r#"gepa_sessions{status="started"}"#),
+        Some(1.0)
+    );
+    assert!(!text.contains("ro_"), "no rollout ids in labels");
+
+    // promtool (Debian's prometheus package; .ci/run installs it) must accept the exposition.
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus; .ci/run does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let r = reqwest::get(format!("http://{}/other", gw.metrics_addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = reqwest::get(gw.url("/metrics")).await.unwrap();
+    assert_eq!(r.status(), 404, "never on the main listener");
+}
