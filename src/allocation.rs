@@ -26,8 +26,9 @@
 //!    of all arms (0 when there are none). It therefore keeps being served now and then
 //!    until its rewards arrive.
 //!
-//! [`confidence_bounds`] is the plain (prior-free) `mean ± z · s / sqrt(n)` interval, for
-//! reporting and for decisions such as pruning clearly worse candidates.
+//! [`confidence_bounds`] is the `mean ± z · s / sqrt(n)` interval with `s` carrying the
+//! same variance prior as rule 3 (so a perfect streak never gets a zero-width interval),
+//! for decisions such as pruning clearly worse candidates and naming the best.
 
 /// One arm's counters. `reward_sum_sq` is the sum of squared rewards.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,14 +126,17 @@ pub fn standard_normal<R: rand::Rng + ?Sized>(rng: &mut R) -> f64 {
 }
 
 /// Lower and upper confidence bounds of the mean (mean ± z * sd/sqrt(n)), None with fewer
-/// than 2 rewards. `sd` is the plain sample standard deviation (n - 1 denominator, no prior).
+/// than 2 rewards. `sd` carries the same variance prior as the Thompson posterior, so a
+/// perfect streak (every reward equal) does not get a zero-width interval: 20 rewards of
+/// 1.0 must not make every candidate below 1.0 look confidently worse.
 pub fn confidence_bounds(stats: &ArmStats, z: f64) -> Option<(f64, f64)> {
     if stats.rewards < 2 {
         return None;
     }
     let (mean, ssd) = mean_and_ssd(stats)?;
     let n = stats.rewards as f64;
-    let half = z * (ssd / (n - 1.0)).sqrt() / n.sqrt();
+    let var = (ssd + PRIOR_WEIGHT * PRIOR_SD * PRIOR_SD) / (n - 1.0 + PRIOR_WEIGHT);
+    let half = z * var.sqrt() / n.sqrt();
     Some((mean - half, mean + half))
 }
 
@@ -289,21 +293,28 @@ mod tests {
 
     #[test]
     fn confidence_bounds_hand_example() {
-        // Rewards 1, 2, 3, 4: mean 2.5, s² = 5/3, s/sqrt(4) = 0.6454972.
+        // Rewards 1, 2, 3, 4: mean 2.5, squared deviations 5, prior 2 * 0.25² = 0.125:
+        // var = 5.125 / 5 = 1.025, half width = 1.96 * sqrt(1.025) / 2.
         let stats = arm(4, &[1.0, 2.0, 3.0, 4.0]);
         let Some((lo, hi)) = confidence_bounds(&stats, 1.96) else {
             panic!("four rewards have bounds");
         };
-        let half = 1.96 * (5.0_f64 / 3.0).sqrt() / 2.0;
+        let half = 1.96 * 1.025_f64.sqrt() / 2.0;
         assert!((lo - (2.5 - half)).abs() < 1e-12 && (hi - (2.5 + half)).abs() < 1e-12);
-        assert!((lo - 1.234825).abs() < 1e-6, "{lo}");
-        assert!((hi - 3.765175).abs() < 1e-6, "{hi}");
         assert_eq!(confidence_bounds(&arm(1, &[0.5]), 1.96), None);
         assert_eq!(confidence_bounds(&arm(0, &[]), 1.96), None);
-        assert_eq!(
-            confidence_bounds(&arm(2, &[0.5, 0.5]), 1.96),
-            Some((0.5, 0.5))
-        );
+    }
+
+    #[test]
+    fn a_perfect_streak_keeps_a_nonzero_interval() {
+        // 20 rewards of 1.0 against a 0.95 candidate with 89 rewards: not confidently better.
+        let streak = arm(20, &[1.0; 20]);
+        let (streak_lo, _) = confidence_bounds(&streak, 1.96).unwrap();
+        assert!(streak_lo < 1.0 && streak_lo > 0.9, "{streak_lo}");
+        let mut steady_rewards = vec![1.0; 85];
+        steady_rewards.extend([0.0; 4]);
+        let (_, steady_hi) = confidence_bounds(&arm(89, &steady_rewards), 1.96).unwrap();
+        assert!(steady_hi > streak_lo, "{steady_hi} vs {streak_lo}");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //!
 //! Rules (the README explains them for users):
 //! - **Trigger**: status `started`, no proposal in flight, at least
-//!   `online_proposer_min_rollouts` rewards since the last accepted proposal, fewer active
-//!   candidates than `online_proposer_max_candidates`, and past any failure back-off.
+//!   `online_proposer_min_rollouts` rewards since the last proposal, room in the pool, and
+//!   past any failure back-off. The pool has room when fewer than
+//!   `online_proposer_max_candidates` candidates are active, or when one of them can be
+//!   replaced: the weakest judged candidate ([`weakest`]) is archived to make room, so a
+//!   full pool keeps evolving instead of freezing.
 //! - **Parent**: GEPA's Pareto front over per-instance mean rewards of the active
 //!   candidates (instances keyed by `reward_info.seed`), sampled by instances won; with
 //!   fewer than [`MIN_SHARED_INSTANCES`] instances scored by two or more candidates, the
@@ -40,6 +43,10 @@ pub const MERGE_EVERY: u64 = 3;
 pub const RECENT_PER_CANDIDATE: usize = 32;
 /// Longest reflection prompt, in characters.
 pub const MAX_PROMPT_CHARS: usize = 60_000;
+/// Each proposal that did not change the best candidate doubles the rewards the next one
+/// waits for, up to 2^MAX_STAGNATION times `online_proposer_min_rollouts`: a converged
+/// session stops spending traffic on warming up near-copies, and a new best resets it.
+pub const MAX_STAGNATION: u32 = 4;
 /// z for the pruning rule's 95% bounds.
 const PRUNE_Z: f64 = 1.96;
 /// z for the best-candidate lower bound (one standard error).
@@ -67,6 +74,10 @@ pub struct ProposerStatus {
     last_error: Option<String>,
     retry_at: Option<Instant>,
     merged_pairs: HashSet<(String, String)>,
+    /// Proposals since the best candidate last changed (see [`MAX_STAGNATION`]).
+    stagnation: u32,
+    /// The best candidate when it was last looked at.
+    last_best: Option<String>,
 }
 
 impl ProposerStatus {
@@ -191,10 +202,11 @@ impl OptimizerState {
     }
 
     /// Whether a proposal may start now (the trigger rule).
-    pub fn due(&self, min_rewards: u32, active: usize, max_candidates: u32, now: Instant) -> bool {
+    pub fn due(&self, min_rewards: u32, pool_has_room: bool, now: Instant) -> bool {
+        let needed = u64::from(min_rewards) << self.status.stagnation.min(MAX_STAGNATION);
         !self.status.in_flight
-            && self.status.rewards_since_proposal >= u64::from(min_rewards)
-            && active < max_candidates as usize
+            && self.status.rewards_since_proposal >= needed
+            && pool_has_room
             && self.status.retry_at.is_none_or(|t| now >= t)
     }
 
@@ -305,8 +317,17 @@ impl OptimizerState {
         None
     }
 
+    /// Notes the session's current best candidate; a change resets the stagnation count.
+    pub fn best_is(&mut self, best: Option<&str>) {
+        if best.is_some() && self.status.last_best.as_deref() != best {
+            self.status.last_best = best.map(str::to_string);
+            self.status.stagnation = 0;
+        }
+    }
+
     /// Books an accepted proposal.
     pub fn accepted(&mut self, job: &ProposalJob) {
+        self.status.stagnation += 1;
         self.status.in_flight = false;
         self.status.proposals += 1;
         self.status.rewards_since_proposal = 0;
@@ -317,10 +338,21 @@ impl OptimizerState {
         }
     }
 
-    /// Books a failed or rejected proposal; it is retried after a back-off.
+    /// Books a failed proposal (the model or the network failed); it is retried after a
+    /// back-off.
     pub fn failed(&mut self, error: String, now: Instant) {
         self.status.in_flight = false;
         self.status.failed(error, now);
+    }
+
+    /// Books a rejected proposal (empty, or a duplicate): counted, but no back-off — the
+    /// model works — and the next one waits for a fresh batch of rewards.
+    pub fn rejected(&mut self, error: String) {
+        self.status.stagnation += 1;
+        self.status.in_flight = false;
+        self.status.failures += 1;
+        self.status.last_error = Some(error);
+        self.status.rewards_since_proposal = 0;
     }
 }
 
@@ -351,6 +383,44 @@ fn best_mean<'a>(cands: impl Iterator<Item = &'a Arc<Candidate>>) -> Option<Stri
         }
     }
     best.map(|(c, _)| c.id.clone())
+}
+
+/// Rewards-worth of prior that pulls a candidate's mean toward the session's mean when
+/// judging the weakest (few rewards say little).
+const SHRINK_WEIGHT: f64 = 2.0;
+
+/// The candidate a full pool replaces: among active candidates past their warm-up
+/// (`warmup` rollouts served) with at least one reward, other than the best, the one with
+/// the lowest mean shrunk toward the session's mean. `None` when no candidate qualifies.
+pub fn weakest(candidates: &[Arc<Candidate>], warmup: u64) -> Option<Arc<Candidate>> {
+    let active: Vec<&Arc<Candidate>> = candidates.iter().filter(|c| c.is_active()).collect();
+    let (sum, n) = active.iter().fold((0.0, 0u64), |(s, n), c| {
+        let st = c.stats();
+        (s + st.reward_sum, n + st.rewards)
+    });
+    let session_mean = if n > 0 { sum / n as f64 } else { 0.0 };
+    let by_shrunk = |a: &&Arc<Candidate>, b: &&Arc<Candidate>| {
+        shrunk_mean(a, session_mean).total_cmp(&shrunk_mean(b, session_mean))
+    };
+    // The best is protected; with no best named yet, the highest shrunk mean is.
+    let protected = best_candidate(candidates)
+        .map(|(c, _)| c)
+        .or_else(|| active.iter().copied().max_by(by_shrunk).cloned());
+    active
+        .iter()
+        .copied()
+        .filter(|c| protected.as_ref().is_none_or(|p| !Arc::ptr_eq(p, c)))
+        .filter(|c| {
+            let st = c.stats();
+            st.issued >= warmup && st.rewards > 0
+        })
+        .min_by(by_shrunk)
+        .cloned()
+}
+
+fn shrunk_mean(c: &Candidate, prior_mean: f64) -> f64 {
+    let st = c.stats();
+    (st.reward_sum + SHRINK_WEIGHT * prior_mean) / (st.rewards as f64 + SHRINK_WEIGHT)
 }
 
 /// The best candidate by the documented rule, with its mean reward.
@@ -451,10 +521,10 @@ mod tests {
         for _ in 0..9 {
             o.record("baseline", "s", example(0.5));
         }
-        assert!(!o.due(10, 1, 8, now), "9 of 10 rewards");
+        assert!(!o.due(10, true, now), "9 of 10 rewards");
         o.record("baseline", "s", example(0.5));
-        assert!(o.due(10, 1, 8, now), "exactly at the threshold");
-        assert!(!o.due(10, 8, 8, now), "candidate pool full");
+        assert!(o.due(10, true, now), "exactly at the threshold");
+        assert!(!o.due(10, false, now), "candidate pool full");
         let job = o.start_job(
             &[cand("baseline", &[])],
             &cfg(),
@@ -462,10 +532,10 @@ mod tests {
             &mut rand::thread_rng(),
         );
         assert!(job.is_some());
-        assert!(!o.due(10, 1, 8, now), "one in flight");
+        assert!(!o.due(10, true, now), "one in flight");
         o.failed("boom".into(), now);
-        assert!(!o.due(10, 1, 8, now), "backing off");
-        assert!(o.due(10, 1, 8, now + Duration::from_secs(3)));
+        assert!(!o.due(10, true, now), "backing off");
+        assert!(o.due(10, true, now + Duration::from_secs(3)));
     }
 
     #[test]
@@ -587,6 +657,71 @@ mod tests {
             prune(std::slice::from_ref(&bad), 0.9, 1).is_empty(),
             "last active candidate stays"
         );
+    }
+
+    #[test]
+    fn a_full_pool_replaces_its_weakest_judged_candidate() {
+        let best = cand("best", &[]);
+        rewarded(&best, &[0.9, 1.0, 0.8, 0.9, 1.0, 0.9]);
+        let weak = cand("weak", &[]);
+        rewarded(&weak, &[0.0, 0.0, 0.1, 0.0, 0.0]);
+        let middling = cand("mid", &[]);
+        rewarded(&middling, &[0.5, 0.6, 0.4, 0.5, 0.5]);
+        let warming = cand("new", &[]);
+        warming.record_issued();
+        let pool = vec![best.clone(), weak.clone(), middling, warming];
+        assert_eq!(weakest(&pool, 5).unwrap().id, "weak");
+        // Candidates still warming up or unrewarded are never replaced, nor is the best.
+        assert!(weakest(&[best.clone(), cand("fresh", &[])], 5).is_none());
+        assert!(weakest(std::slice::from_ref(&best), 5).is_none());
+    }
+
+    #[test]
+    fn rejected_proposals_do_not_back_off() {
+        let mut o = OptimizerState::default();
+        let now = Instant::now();
+        for _ in 0..3 {
+            o.record("baseline", "s", example(0.5));
+        }
+        o.start_job(
+            &[cand("baseline", &[])],
+            &cfg(),
+            "m",
+            &mut rand::thread_rng(),
+        );
+        o.rejected("duplicate".into());
+        assert_eq!(o.status.failures, 1);
+        assert!(!o.due(3, true, now), "waits for fresh rewards");
+        // A rejection also counts as a proposal that did not change the best: 2 × 3.
+        for _ in 0..6 {
+            o.record("baseline", "s", example(0.5));
+        }
+        assert!(o.due(3, true, now), "no time back-off");
+    }
+
+    #[test]
+    fn proposals_slow_down_while_the_best_does_not_change() {
+        let mut o = OptimizerState::default();
+        let now = Instant::now();
+        let base = [cand("baseline", &[])];
+        o.best_is(Some("baseline"));
+        for round in 0..3u32 {
+            for _ in 0..(10u32 << round) - 1 {
+                o.record("baseline", "s", example(0.5));
+            }
+            assert!(!o.due(10, true, now), "round {round}: one short");
+            o.record("baseline", "s", example(0.5));
+            assert!(o.due(10, true, now), "round {round}: 10 << {round} rewards");
+            let job = o
+                .start_job(&base, &cfg(), "m", &mut rand::thread_rng())
+                .unwrap();
+            o.accepted(&job);
+        }
+        o.best_is(Some("cand_new"));
+        for _ in 0..10 {
+            o.record("baseline", "s", example(0.5));
+        }
+        assert!(o.due(10, true, now), "a new best resets the pace");
     }
 
     #[test]

@@ -297,6 +297,8 @@ impl Session {
             self.env.store.reward_recorded(self, &rollout_id, &reward)?;
             st.commit_reward(&rollout_id, reward);
             self.prune(&mut st);
+            let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
+            st.optimizer.best_is(best.as_deref());
             if self.proposal_due(&st, Instant::now()) {
                 self.env.proposer_wake.notify_one();
             }
@@ -360,12 +362,20 @@ impl Session {
     fn proposal_due(&self, st: &SessionState, now: Instant) -> bool {
         st.status == Status::Started
             && self.env.optimizer.disabled_reason.is_none()
-            && st.optimizer.due(
-                self.settings.online_proposer_min_rollouts,
-                st.candidates.iter().filter(|c| c.is_active()).count(),
-                self.settings.online_proposer_max_candidates,
-                now,
-            )
+            && st
+                .optimizer
+                .due(self.settings.online_proposer_min_rollouts, true, now)
+            && (self.pool_has_free_slot(st) || self.replaceable(st).is_some())
+    }
+
+    fn pool_has_free_slot(&self, st: &SessionState) -> bool {
+        let active = st.candidates.iter().filter(|c| c.is_active()).count();
+        active < self.settings.online_proposer_max_candidates as usize
+    }
+
+    /// The candidate a full pool gives up for the next proposal.
+    fn replaceable(&self, st: &SessionState) -> Option<Arc<Candidate>> {
+        optimizer::weakest(&st.candidates, self.env.selector.policy.min_rollouts)
     }
 
     /// Hands out the next proposal when one is due, marking it in flight.
@@ -373,6 +383,12 @@ impl Session {
         let mut st = self.state.lock();
         if !self.proposal_due(&st, now) {
             return None;
+        }
+        if !self.pool_has_free_slot(&st) {
+            // A full pool replaces its weakest judged candidate instead of freezing.
+            let weakest = self.replaceable(&st)?;
+            self.env.store.candidate_archived(self, &weakest.id).ok()?;
+            weakest.archive();
         }
         let SessionState {
             candidates,
@@ -400,7 +416,7 @@ impl Session {
         let instruction = match result {
             Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
             Ok(_) => {
-                st.optimizer.failed("the proposal was empty".into(), now);
+                st.optimizer.rejected("the proposal was empty".into());
                 return None;
             }
             Err(e) => {
@@ -414,7 +430,7 @@ impl Session {
             .any(|c| c.instruction.trim() == instruction)
         {
             st.optimizer
-                .failed("the proposal duplicates an existing candidate".into(), now);
+                .rejected("the proposal duplicates an existing candidate".into());
             return None;
         }
         let id = format!("cand_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
