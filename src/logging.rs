@@ -6,7 +6,10 @@ use std::io::Write;
 /// Installs the logger. `RUST_LOG` overrides the default level (`info`).
 pub fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
+    // Lines are plain JSON with no colour codes: `Always` writes them through as they are,
+    // instead of scanning every line for escape sequences to strip.
     let _ = env_logger::Builder::from_env(env)
+        .write_style(env_logger::WriteStyle::Always)
         .format(|buf, record| {
             if record.target() == "access" {
                 return writeln!(buf, "{}", record.args());
