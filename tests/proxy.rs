@@ -461,3 +461,43 @@ async fn gzip_responses_pass_through() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "zipped reply");
 }
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = chat_body().to_string();
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let head = format!(
+        "POST /api/gepa/v1/{id}/chat/completions HTTP/1.1\r\nHost: gw\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    // As curl does for large bodies: wait for the interim response before sending the body.
+    let mut line = String::new();
+    read.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    let mut blank = String::new();
+    read.read_line(&mut blank).await.unwrap();
+    assert_eq!(blank, "\r\n");
+    write.write_all(body.as_bytes()).await.unwrap();
+    let mut status = String::new();
+    read.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    let mut rest = vec![0u8; 64];
+    let _ = read.read(&mut rest).await.unwrap();
+    let up = mock.last();
+    assert!(
+        up.header("expect").is_none(),
+        "Expect is hop-by-hop: not forwarded"
+    );
+    assert_eq!(up.json()["messages"][0]["content"], "x");
+}
