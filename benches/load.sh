@@ -179,6 +179,11 @@ start_gateway() { # name rust_log ; sets GW_PORT GW_PID SESSION
     fi
     GW_PID=$LAST_PID
     wait_http "127.0.0.1:$GW_PORT"
+    # The gateway answers 503 on state routes until its store is restored.
+    for _ in $(seq 200); do
+        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$GW_PORT/readyz" && break
+        sleep 0.05
+    done
     local resp
     resp=$(curl -s -X POST "http://127.0.0.1:$GW_PORT/api/prompt-learning/online/gepa/sessions" \
         -H 'content-type: application/json' \

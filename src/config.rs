@@ -132,8 +132,17 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
 }
 
+/// Where session state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    Sqlite,
+    Memory,
+}
+
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// `sqlite` (durable, the default) or `memory` (nothing survives a restart).
+    pub backend: StorageBackend,
     pub path: PathBuf,
     /// 0 = keep forever.
     pub retention_days: u32,
@@ -391,6 +400,7 @@ impl Default for GatewayConfig {
             admin_tokens: Vec::new(),
             reward_tokens: Vec::new(),
             storage: StorageConfig {
+                backend: StorageBackend::Sqlite,
                 path: PathBuf::from(DEFAULT_STORAGE_PATH),
                 retention_days: DEFAULT_RETENTION_DAYS,
             },
@@ -629,6 +639,7 @@ struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 struct RawStorage {
+    backend: Option<String>,
     path: Option<String>,
     retention_days: Option<u32>,
 }
@@ -884,7 +895,18 @@ fn resolve(
         if path.is_empty() {
             return Err(ConfigError::new(key, "must not be empty"));
         }
+        let backend = match storage.backend.as_deref().map(str::trim) {
+            None | Some("") | Some("sqlite") => StorageBackend::Sqlite,
+            Some("memory") => StorageBackend::Memory,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "gateway.storage.backend",
+                    "must be \"sqlite\" or \"memory\"",
+                ))
+            }
+        };
         StorageConfig {
+            backend,
             path: PathBuf::from(path),
             retention_days: storage.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
         }

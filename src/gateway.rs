@@ -15,12 +15,14 @@ use tokio::sync::Notify;
 use crate::admin::AdminApi;
 use crate::auth::Credentials;
 use crate::config::GatewayConfig;
+use crate::config::StorageBackend;
 use crate::errors::ApiError;
 use crate::metrics::{Metrics, RequestObservation};
 use crate::routes::{self, Route};
 use crate::selection::CandidateSelector;
 use crate::sessions::{OptimizerConfig, PublicUrls, SessionEnv, Sessions};
-use crate::store::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{MemoryStore, StateStore};
 use crate::upstream::Upstream;
 use crate::{proxy, respond};
 
@@ -37,6 +39,8 @@ pub struct GatewayState {
     /// True once state is restored and the listener serves (`/readyz`).
     pub ready: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// The durable store, when `storage.backend` is `sqlite`.
+    pub sqlite: Option<Arc<SqliteStore>>,
 }
 
 impl GatewayState {
@@ -51,9 +55,15 @@ impl GatewayState {
     }
 
     pub fn new(config: GatewayConfig) -> Result<Self, String> {
+        let sqlite = (config.storage.backend == StorageBackend::Sqlite)
+            .then(|| Arc::new(SqliteStore::new(config.storage.path.clone())));
+        let store: Arc<dyn StateStore> = match &sqlite {
+            Some(s) => s.clone(),
+            None => Arc::new(MemoryStore),
+        };
         let env = SessionEnv {
             correlation_ttl: config.correlation_ttl,
-            store: Arc::new(MemoryStore),
+            store,
             optimizer: OptimizerConfig {
                 minibatch_size: config.proposer.minibatch_size,
                 merge: config.proposer.merge,
@@ -89,7 +99,9 @@ impl GatewayState {
             sessions,
             admin,
             credentials,
-            ready: AtomicBool::new(true),
+            // A durable store must be restored (after Pingora's fork) before serving.
+            ready: AtomicBool::new(sqlite.is_none()),
+            sqlite,
             config,
         })
     }
@@ -155,6 +167,15 @@ impl ProxyHttp for Gateway {
         let query = header.uri.query().unwrap_or("").to_string();
         let route = routes::route(&method, &path);
         ctx.route = route.name();
+        let needs_state = route.is_admin() || matches!(route, Route::Proxy { .. });
+        if needs_state && !gw.ready.load(Ordering::Acquire) {
+            let err = ApiError::Unavailable {
+                message: "the gateway is restoring its state; retry shortly".into(),
+                retry_after_s: 1,
+            };
+            fail(session, ctx, err).await?;
+            return Ok(true);
+        }
         match route {
             Route::Proxy {
                 session_id,

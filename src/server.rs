@@ -8,10 +8,16 @@ use pingora_proxy::http_proxy_service_with_name;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::config::StorageBackend;
 use crate::config::{self, Config};
 use crate::gateway::{Gateway, GatewayState};
 use crate::metrics::MetricsApp;
 use crate::proposer::Proposer;
+use crate::store::sqlite::SqliteStore;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::atomic::Ordering;
 
 /// The config file used when `-c` is not given.
 pub const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
@@ -49,6 +55,14 @@ fn serve(opt: Opt, config: Config) -> ! {
     let Config {
         server, gateway, ..
     } = config;
+    if gateway.storage.backend == StorageBackend::Sqlite {
+        // Fail fast, before forking, on a path that cannot hold the database; the
+        // connection itself is opened after the fork (see StoreLoader).
+        if let Err(e) = SqliteStore::new(gateway.storage.path.clone()).check() {
+            eprintln!("gepa-gateway: storage error: {}", e.0);
+            std::process::exit(1);
+        }
+    }
     let listen = gateway.listen.to_string();
     let mut server_opt = opt;
     // The gateway's own file is not a Pingora conf file; Pingora gets the parsed part.
@@ -86,6 +100,47 @@ fn serve(opt: Opt, config: Config) -> ! {
         wake: state.sessions.env().proposer_wake.clone(),
     };
     pingora.add_service(background_service("proposer", proposer));
+    pingora.add_service(background_service("store", StoreLoader { state }));
     log::info!("gepa-gateway listening on {listen}");
     pingora.run_forever()
+}
+
+/// Opens the durable store after Pingora has forked, restores every session from it, and
+/// only then lets the gateway serve state (`/readyz` turns 200). A store that cannot be
+/// opened is fatal: the process exits with the reason, which names the path.
+struct StoreLoader {
+    state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl BackgroundService for StoreLoader {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(store) = self.state.sqlite.clone() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || {
+            store.open()?;
+            store.restore()
+        })
+        .await;
+        match loaded {
+            Ok(Ok(sessions)) => {
+                let n = self.state.sessions.restore(sessions);
+                self.state.ready.store(true, Ordering::Release);
+                log::info!(
+                    "store: restored {n} sessions in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            Ok(Err(e)) => {
+                log::error!("store: {}", e.0);
+                std::process::exit(1);
+            }
+            Err(e) => {
+                log::error!("store: restoring failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let yaml = format!(
         "version: 1\nthreads: 1\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
          error_log: {d}/error.log\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
-         gateway:\n  listen: \"127.0.0.1:{port}\"\n  metrics:\n    listen: \"\"\n  upstream:\n    url: \"http://127.0.0.1:9/v1\"\n"
+         gateway:\n  listen: \"127.0.0.1:{port}\"\n  metrics:\n    listen: \"\"\n  storage:\n    path: \"{d}/gepa.db\"\n  upstream:\n    url: \"http://127.0.0.1:9/v1\"\n"
     );
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();

@@ -108,7 +108,7 @@ gateway:
         Ok(gw)
     }
 
-    /// Polls /healthz for up to 15 s; fails early (with the log) if the process exits.
+    /// Polls /readyz for up to 15 s; fails early (with the log) if the process exits.
     async fn wait_healthy(&mut self) -> Res<()> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -119,7 +119,7 @@ gateway:
                 )
                 .into());
             }
-            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status() == 200 {
                     return Ok(());
                 }

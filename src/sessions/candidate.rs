@@ -47,6 +47,24 @@ impl Candidate {
         }
     }
 
+    /// A candidate as the durable store gives it back (rewards are replayed after).
+    pub fn restored(
+        id: String,
+        instruction: Arc<str>,
+        parent_ids: Vec<String>,
+        created_at: OffsetDateTime,
+        archived: bool,
+        issued: u64,
+    ) -> Self {
+        let c = Candidate::new(id, instruction, parent_ids);
+        let c = Candidate { created_at, ..c };
+        if archived {
+            c.archive();
+        }
+        c.stats.lock().issued = issued;
+        c
+    }
+
     pub fn baseline(instruction: Arc<str>) -> Self {
         Candidate::new("baseline".to_string(), instruction, vec![])
     }

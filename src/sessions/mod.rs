@@ -100,7 +100,7 @@ fn next_status(from: Status, t: Transition) -> Result<Option<Status>, ApiError> 
 }
 
 /// Per-session GEPA settings, resolved from the create body over the config defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GepaSettings {
     pub online_proposer_min_rollouts: u32,
     pub online_proposer_max_candidates: u32,
@@ -220,6 +220,23 @@ impl Sessions {
         self.by_id.insert(session.id.clone(), session.clone());
         self.by_age.write().insert(seq, session.clone());
         Ok(session)
+    }
+
+    /// Puts back the sessions the durable store kept (at start-up, before serving).
+    /// Returns how many were restored.
+    pub fn restore(&self, sessions: Vec<crate::store::RestoredSession>) -> usize {
+        let mut n = 0;
+        for r in sessions {
+            let Some(session) = Session::restore(r, self.env.clone()) else {
+                continue;
+            };
+            let session = Arc::new(session);
+            self.next_seq.fetch_max(session.seq + 1, Ordering::Relaxed);
+            self.by_id.insert(session.id.clone(), session.clone());
+            self.by_age.write().insert(session.seq, session);
+            n += 1;
+        }
+        n
     }
 
     /// Newest first. The cursor is the sequence number of the last item returned.

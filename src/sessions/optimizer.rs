@@ -317,6 +317,11 @@ impl OptimizerState {
         None
     }
 
+    /// After a restart: the proposals accepted before it (proposer failures are not kept).
+    pub fn restored(&mut self, proposals: u64) {
+        self.status.proposals = proposals;
+    }
+
     /// Notes the session's current best candidate; a change resets the stagnation count.
     pub fn best_is(&mut self, best: Option<&str>) {
         if best.is_some() && self.status.last_best.as_deref() != best {

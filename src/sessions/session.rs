@@ -14,7 +14,7 @@ use super::{next_status, rfc3339, GepaSettings, PublicUrls, SessionEnv, Status, 
 use crate::allocation::ArmStats;
 use crate::errors::ApiError;
 use crate::rewrite::CapturedMessage;
-use crate::store::StoreError;
+use crate::store::{RestoredSession, StoreError};
 
 /// A reward as reported by the client (compared field by field for idempotency).
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +146,7 @@ pub struct Session {
     pub created_at: OffsetDateTime,
     pub metadata: Option<Value>,
     pub settings: GepaSettings,
-    pub(super) seq: u64,
+    pub seq: u64,
     env: Arc<SessionEnv>,
     state: Mutex<SessionState>,
 }
@@ -294,7 +294,14 @@ impl Session {
         let rollout_id = st.resolve_rollout(&req)?;
         let duplicate = st.check_reward(&rollout_id, req.candidate_id.as_deref(), &reward)?;
         if !duplicate {
-            self.env.store.reward_recorded(self, &rollout_id, &reward)?;
+            let candidate_id = st
+                .rollouts
+                .get(&rollout_id)
+                .map(|r| r.candidate.id.clone())
+                .unwrap_or_default();
+            self.env
+                .store
+                .reward_recorded(self, &rollout_id, &candidate_id, &reward)?;
             st.commit_reward(&rollout_id, reward);
             self.prune(&mut st);
             let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
@@ -659,38 +666,142 @@ impl SessionState {
 
     /// Counts a checked first reward.
     fn commit_reward(&mut self, rollout_id: &Arc<str>, reward: Reward) {
-        let Some(rollout) = self.rollouts.get_mut(rollout_id) else {
+        let Some(candidate) = self.rollouts.get(rollout_id).map(|r| r.candidate.clone()) else {
             return;
         };
-        rollout.candidate.record_reward(reward.outcome);
+        self.count_reward(rollout_id, &candidate, reward);
+    }
+
+    /// Counts a reward: the candidate's statistics, the optimizer's score table and
+    /// reflection memory, the rollout (if still in memory), and its correlation pin.
+    fn count_reward(&mut self, rollout_id: &str, candidate: &Arc<Candidate>, reward: Reward) {
+        candidate.record_reward(reward.outcome);
         // A reward without a seed is its own task instance.
         let instance = match &reward.seed {
             Some(Value::String(s)) => format!("s:{s}"),
             Some(seed) => format!("n:{seed}"),
             None => format!("r:{rollout_id}"),
         };
+        let rollout = self.rollouts.get_mut(rollout_id);
+        let (inputs, output) = rollout
+            .as_ref()
+            .map(|r| (r.input.clone(), r.output.clone()))
+            .unwrap_or_default();
         self.optimizer.record(
-            &rollout.candidate.id,
+            &candidate.id,
             &instance,
             RewardedExample {
-                inputs: rollout.input.clone(),
-                output: rollout.output.clone(),
+                inputs,
+                output,
                 reward: reward.outcome,
                 feedback: reward.feedback.clone(),
             },
         );
+        self.reward_count += 1;
+        let Some(rollout) = rollout else { return };
         rollout.reward = Some(reward);
         // The reward closes a correlated conversation: its next call opens a new rollout.
-        if let Some(corr) = &rollout.correlation_id {
+        if let Some(corr) = rollout.correlation_id.clone() {
             if self
                 .pins
-                .get(corr)
-                .is_some_and(|p| &p.rollout_id == rollout_id)
+                .get(&corr)
+                .is_some_and(|p| &*p.rollout_id == rollout_id)
             {
-                self.pins.remove(corr);
+                self.pins.remove(&corr);
             }
         }
-        self.reward_count += 1;
+    }
+}
+
+impl Session {
+    /// The session's candidates, in creation order.
+    pub fn candidates(&self) -> Vec<Arc<Candidate>> {
+        self.state.lock().candidates.clone()
+    }
+
+    /// Rebuilds a session from the durable store: candidates and their statistics, the
+    /// rollouts that can still be rewarded (with their correlation pins), the rewards,
+    /// and the optimizer's score table. `None` for a record without candidates.
+    pub(super) fn restore(r: RestoredSession, env: Arc<SessionEnv>) -> Option<Self> {
+        let candidates: Vec<Arc<Candidate>> = r
+            .candidates
+            .iter()
+            .map(|c| {
+                Arc::new(Candidate::restored(
+                    c.id.clone(),
+                    c.instruction.clone().into(),
+                    c.parent_ids.clone(),
+                    c.created_at,
+                    c.archived,
+                    c.issued,
+                ))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let mut st = SessionState {
+            status: r.status,
+            updated_at: r.updated_at,
+            rollouts: HashMap::new(),
+            rollout_order: VecDeque::new(),
+            pins: HashMap::new(),
+            rollout_count: candidates.iter().map(|c| c.stats().issued).sum(),
+            reward_count: 0,
+            calls_since_sweep: 0,
+            optimizer: OptimizerState::default(),
+            candidates,
+        };
+        let find = |st: &SessionState, id: &str| st.candidates.iter().find(|c| c.id == id).cloned();
+        let now = Instant::now();
+        for ro in r.rollouts {
+            let Some(candidate) = find(&st, &ro.candidate_id) else {
+                continue;
+            };
+            let id: Arc<str> = ro.id.into();
+            if let Some(corr) = &ro.correlation_id {
+                st.pins.insert(
+                    corr.clone(),
+                    CorrelationPin {
+                        rollout_id: id.clone(),
+                        last_used: now,
+                    },
+                );
+            }
+            let rollout = Rollout {
+                candidate,
+                correlation_id: ro.correlation_id,
+                created_at: ro.created_at,
+                calls_in_flight: 0,
+                calls_ok: ro.calls_ok,
+                calls_failed: ro.calls_failed,
+                reward: None,
+                input: ro.input,
+                output: ro.output,
+            };
+            st.rollouts.insert(id.clone(), rollout);
+            st.rollout_order.push_back(id);
+        }
+        for rw in r.rewards {
+            let Some(candidate) = find(&st, &rw.candidate_id) else {
+                continue;
+            };
+            st.count_reward(&rw.rollout_id, &candidate, rw.reward);
+        }
+        let proposals = st.candidates.len().saturating_sub(1) as u64;
+        st.optimizer.restored(proposals);
+        let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
+        st.optimizer.best_is(best.as_deref());
+        Some(Session {
+            id: r.id,
+            job_id: r.job_id,
+            created_at: r.created_at,
+            metadata: r.metadata,
+            settings: r.settings,
+            seq: r.seq,
+            env,
+            state: Mutex::new(st),
+        })
     }
 }
 
@@ -950,7 +1061,13 @@ mod tests {
         fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn reward_recorded(&self, _: &Session, _: &str, _: &Reward) -> Result<(), StoreError> {
+        fn reward_recorded(
+            &self,
+            _: &Session,
+            _: &str,
+            _: &str,
+            _: &Reward,
+        ) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
         fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {

@@ -284,6 +284,8 @@ pub struct Gateway {
     child: Child,
     pub dir: tempfile::TempDir,
     pub admin_token: Option<String>,
+    /// The environment it was started with, to start it again on the same files.
+    envs: Vec<(String, String)>,
 }
 
 pub struct GatewayOptions {
@@ -312,6 +314,25 @@ impl GatewayOptions {
             ca_file: None,
         }
     }
+}
+
+/// Starts the gateway binary on `dir/gateway.yaml`, appending its stderr to `dir/gateway.log`.
+fn spawn_gateway(dir: &std::path::Path, envs: &[(String, String)]) -> Child {
+    let mut cmd = Command::new(gateway_bin());
+    cmd.arg("-c").arg(dir.join("gateway.yaml"));
+    for var in ["GEPA_TEST_ADMIN_TOKEN", "GEPA_TEST_REWARD_TOKEN"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    cmd.stdout(Stdio::null()).stderr(log);
+    cmd.spawn().expect("gateway binary starts")
 }
 
 pub fn gateway_bin() -> &'static str {
@@ -370,41 +391,36 @@ gateway:
         );
         let conf = dir.path().join("gateway.yaml");
         std::fs::write(&conf, yaml).unwrap();
-        let mut cmd = Command::new(gateway_bin());
-        cmd.arg("-c")
-            .arg(&conf)
-            .env_remove("GEPA_TEST_ADMIN_TOKEN")
-            .env_remove("GEPA_TEST_REWARD_TOKEN");
-        cmd.env("RUST_LOG", "warn");
+        let mut envs = vec![("RUST_LOG".to_string(), "warn".to_string())];
         if let Some(t) = &o.admin_token {
-            cmd.env("GEPA_TEST_ADMIN_TOKEN", t);
+            envs.push(("GEPA_TEST_ADMIN_TOKEN".into(), t.clone()));
         }
         if let Some(t) = &o.reward_token {
-            cmd.env("GEPA_TEST_REWARD_TOKEN", t);
+            envs.push(("GEPA_TEST_REWARD_TOKEN".into(), t.clone()));
         }
         if let Some((key, clients)) = &o.upstream_key {
-            cmd.env("GEPA_TEST_UPSTREAM_KEY", key)
-                .env("GEPA_TEST_CLIENT_KEYS", clients);
+            envs.push(("GEPA_TEST_UPSTREAM_KEY".into(), key.clone()));
+            envs.push(("GEPA_TEST_CLIENT_KEYS".into(), clients.clone()));
         }
-        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-        cmd.stdout(Stdio::null()).stderr(log);
-        let child = cmd.spawn().expect("gateway binary starts");
+        let child = spawn_gateway(dir.path(), &envs);
         let gw = Gateway {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             metrics_addr: format!("127.0.0.1:{metrics_port}").parse().unwrap(),
             child,
             dir,
             admin_token: o.admin_token,
+            envs,
         };
         gw.wait_healthy().await;
         gw
     }
 
-    /// Polls /healthz until the listener answers (start-up, not synchronisation).
+    /// Polls /readyz until state is restored and the listener serves (start-up, not
+    /// synchronisation).
     async fn wait_healthy(&self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(r) = client.get(self.url("/healthz")).send().await {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
                 if r.status() == 200 {
                     return;
                 }
@@ -412,6 +428,20 @@ gateway:
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("gateway did not become healthy; log:\n{}", self.log());
+    }
+
+    /// Kills the gateway with SIGKILL (no shutdown of any kind) and starts it again on the
+    /// same config and database, waiting until it has restored its state.
+    pub async fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+        self.child = spawn_gateway(self.dir.path(), &self.envs);
+        self.wait_healthy().await;
+    }
+
+    /// The gateway's database, for tests that check what reached the disk.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gepa.db")
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,254 @@
+//! The durable store: state survives `kill -9`, acknowledged rewards are never lost or
+//! counted twice, and bad database files are refused at start-up with the path named.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Rollout records are written behind; waits (polling the database, read-only) until
+/// `n` of them reached the disk.
+async fn wait_for_flushed_rollouts(gw: &Gateway, n: i64) {
+    for _ in 0..200 {
+        let count = rusqlite::Connection::open_with_flags(
+            gw.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM rollouts", [], |r| r.get::<_, i64>(0)))
+        .unwrap_or(0);
+        if count >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("rollouts were not flushed");
+}
+
+async fn call(gw: &Gateway, id: &str, corr: Option<&str>) -> String {
+    let url = match corr {
+        Some(c) => gw.url(&format!("/api/gepa/v1/{id}/{c}/chat/completions")),
+        None => gw.chat_url(id),
+    };
+    let (status, h, _) = post_chat(&url, chat_body().to_string(), &[]).await;
+    assert_eq!(status, 200);
+    h["x-gepa-rollout-id"].to_str().unwrap().to_string()
+}
+
+fn reward(rollout: &str, x: f64, seed: u32) -> Value {
+    json!({"rollout_id": rollout, "reward_info": {"outcome_reward": x, "seed": seed, "feedback": "fb"}})
+}
+
+#[tokio::test]
+async fn a_restart_after_kill_9_keeps_sessions_rewards_and_rewardable_rollouts() {
+    let mock = MockUpstream::start().await;
+    let mut gw = Gateway::start(&mock).await;
+    let a = gw.create_session("instruction A").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = gw.create_session("instruction B").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r1 = call(&gw, &a, None).await;
+    let r2 = call(&gw, &a, None).await;
+    let r3 = call(&gw, &a, Some("conv-1")).await;
+    assert_eq!(gw.reward(&a, reward(&r1, 1.0, 1)).await.0, 200);
+    assert_eq!(gw.reward(&a, reward(&r2, 0.5, 2)).await.0, 200);
+    assert_eq!(gw.admin_post(&format!("{SESSIONS}/{b}/pause")).await.0, 200);
+    wait_for_flushed_rollouts(&gw, 3).await;
+    let before = gw.get_session(&a).await;
+
+    gw.kill9_and_restart().await;
+
+    let after = gw.get_session(&a).await;
+    for key in [
+        "session_id",
+        "job_id",
+        "status",
+        "created_at",
+        "reward_count",
+        "rollout_count",
+        "metadata",
+    ] {
+        assert_eq!(after[key], before[key], "{key}");
+    }
+    assert_eq!(after["candidates"][0]["avg_reward"], 0.75);
+    assert_eq!(after["candidates"][0]["instruction"], "instruction A");
+    assert_eq!(gw.get_session(&b).await["status"], "paused");
+    let list: Value = gw
+        .admin(reqwest::Client::new().get(gw.url(SESSIONS)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["session_id"], b, "newest first, as before");
+
+    // Duplicate detection works across the restart; a conflicting reward is refused.
+    let (status, v) = gw.reward(&a, reward(&r1, 1.0, 1)).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)));
+    assert_eq!(gw.reward(&a, reward(&r1, 0.0, 1)).await.0, 409);
+    // A rollout served before the restart can be rewarded after it, once, also by its
+    // correlation id.
+    let (status, v) = gw
+        .reward(
+            &a,
+            json!({"correlation_id": "conv-1", "reward_info": {"outcome_reward": 1.0}}),
+        )
+        .await;
+    assert_eq!((status, v["rollout_id"].as_str()), (200, Some(r3.as_str())));
+    assert_eq!(v["reward_count"], 3);
+    // New sessions after the restart keep the list order and do not reuse ids.
+    let c = gw.create_session("instruction C").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list: Value = gw
+        .admin(reqwest::Client::new().get(gw.url(&format!("{SESSIONS}?limit=2"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["session_id"], c);
+    assert_eq!(list["items"][1]["session_id"], b);
+}
+
+#[tokio::test]
+async fn kill_9_under_concurrent_rewards_loses_no_acknowledged_reward_and_counts_none_twice() {
+    let mock = MockUpstream::start().await;
+    let mut gw = Gateway::start(&mock).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut rollouts = Vec::new();
+    for _ in 0..60 {
+        rollouts.push(call(&gw, &id, None).await);
+    }
+    wait_for_flushed_rollouts(&gw, 60).await;
+
+    // Post every reward concurrently and kill the gateway while they are in flight.
+    let url = gw.url(&format!("{SESSIONS}/{id}/reward"));
+    let token = gw.admin_token.clone().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, r) in rollouts.iter().enumerate() {
+        let (url, token, body) = (url.clone(), token.clone(), reward(r, 1.0, i as u32));
+        tasks.spawn(async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await;
+            matches!(res, Ok(r) if r.status() == 200)
+        });
+    }
+    // Let some of them land first (the first acknowledgement), then SIGKILL.
+    let mut acknowledged = 0;
+    while let Some(ok) = tasks.join_next().await {
+        if ok.unwrap() {
+            acknowledged += 1;
+            if acknowledged == 10 {
+                break;
+            }
+        }
+    }
+    gw.kill9_and_restart().await;
+    while let Some(ok) = tasks.join_next().await {
+        if ok.unwrap() {
+            acknowledged += 1;
+        }
+    }
+    let counted = gw.get_session(&id).await["reward_count"].as_u64().unwrap();
+    eprintln!("acknowledged {acknowledged}, counted after the restart {counted}");
+    assert!(
+        counted >= acknowledged,
+        "{counted} counted < {acknowledged} acknowledged"
+    );
+    assert!(counted <= rollouts.len() as u64);
+
+    // Retrying every reward after the restart: the counted ones are duplicates, the
+    // rest count once; in the end each rollout counts exactly once.
+    let mut duplicates = 0;
+    for (i, r) in rollouts.iter().enumerate() {
+        let (status, v) = gw.reward(&id, reward(r, 1.0, i as u32)).await;
+        assert_eq!(status, 200, "{v}");
+        if v["duplicate"] == true {
+            duplicates += 1;
+        }
+    }
+    assert_eq!(duplicates, counted);
+    assert_eq!(gw.get_session(&id).await["reward_count"], rollouts.len());
+}
+
+fn start_failure(dir: &std::path::Path, db: &std::path::Path) -> String {
+    let conf = dir.join("g.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "gateway:\n  listen: \"127.0.0.1:{}\"\n  metrics:\n    listen: \"\"\n  storage:\n    path: \"{}\"\n",
+            free_port(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(gateway_bin())
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the gateway must refuse to start"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_database_files_are_refused_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written by a newer version.
+    let newer = dir.path().join("newer.db");
+    let c = rusqlite::Connection::open(&newer).unwrap();
+    c.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('schema_version', '99');").unwrap();
+    drop(c);
+    let err = start_failure(dir.path(), &newer);
+    assert!(err.contains("newer") && err.contains("newer.db"), "{err}");
+    // Not a database at all.
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x5au8; 8192]).unwrap();
+    let err = start_failure(dir.path(), &corrupt);
+    assert!(err.contains("corrupt.db"), "{err}");
+    // A path that cannot be created.
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, b"x").unwrap();
+    let err = start_failure(dir.path(), &blocked.join("sub/gepa.db"));
+    assert!(err.contains("a-file/sub"), "{err}");
+}
+
+#[test]
+fn a_database_of_the_first_schema_version_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v1.db");
+    let store = gepa_gateway::store::sqlite::SqliteStore::new(db.clone());
+    store.check().unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let v: String = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, gepa_gateway::store::sqlite::SCHEMA_VERSION.to_string());
+    drop(c);
+    // Opening again is a no-op migration.
+    store.open().unwrap();
+    assert!(store.restore().unwrap().is_empty());
+}
