@@ -16,6 +16,7 @@
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::OnceLock;
@@ -67,6 +68,7 @@ CREATE TABLE rollouts (
     output TEXT,
     PRIMARY KEY (session_id, id)
 );
+CREATE INDEX rollouts_by_candidate ON rollouts (session_id, candidate_id);
 CREATE TABLE rewards (
     session_id TEXT NOT NULL,
     rollout_id TEXT NOT NULL,
@@ -154,52 +156,21 @@ impl SqliteStore {
             .ok_or_else(|| StoreError("the store is not open yet".into()))
     }
 
-    /// Every stored session, with what it needs to serve and to be rewarded again.
+    /// Every stored session, with what it needs to serve and to be rewarded again. One
+    /// pass per table (not per session), so start-up time grows with the data, not with
+    /// the number of sessions times the data.
     pub fn restore(&self) -> Result<Vec<RestoredSession>, StoreError> {
         let conn = self.conn()?;
-        let p = &self.path;
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, seq, job_id, status, created_at, updated_at, settings, metadata \
-                 FROM sessions ORDER BY seq",
-            )
-            .map_err(|e| err(p, "reading sessions", e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            })
-            .map_err(|e| err(p, "reading sessions", e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, seq, job_id, status, created, updated, settings, metadata) =
-                row.map_err(|e| err(p, "reading a session", e))?;
-            let settings: GepaSettings = serde_json::from_str(&settings)
-                .map_err(|e| err(p, "decoding session settings", e))?;
-            out.push(RestoredSession {
-                candidates: read_candidates(&conn, p, &id)?,
-                rollouts: read_rollouts(&conn, p, &id)?,
-                rewards: read_rewards(&conn, p, &id)?,
-                seq: u64::try_from(seq).unwrap_or_default(),
-                job_id,
-                status: parse_status(&status)
-                    .ok_or_else(|| err(p, "decoding a status", &status))?,
-                created_at: parse_time(&created),
-                updated_at: parse_time(&updated),
-                settings,
-                metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
-                id,
-            });
-        }
-        Ok(out)
+        let mut sessions = read_sessions(&conn, &self.path)?;
+        let index: HashMap<String, usize> = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        read_candidates(&conn, &self.path, &index, &mut sessions)?;
+        read_rollouts(&conn, &self.path, &index, &mut sessions)?;
+        read_rewards(&conn, &self.path, &index, &mut sessions)?;
+        Ok(sessions)
     }
 
     fn execute(
@@ -351,89 +322,159 @@ fn parse_status(s: &str) -> Option<Status> {
     })
 }
 
+fn read_sessions(conn: &Connection, p: &Path) -> Result<Vec<RestoredSession>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, seq, job_id, status, created_at, updated_at, settings, metadata \
+             FROM sessions ORDER BY seq",
+        )
+        .map_err(|e| err(p, "reading sessions", e))?;
+    let mut rows = stmt.query([]).map_err(|e| err(p, "reading sessions", e))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading a session", e))? {
+        let field = |e| err(p, "reading a session", e);
+        let status: String = r.get(3).map_err(field)?;
+        let settings: String = r.get(6).map_err(field)?;
+        out.push(RestoredSession {
+            id: r.get(0).map_err(field)?,
+            seq: u64::try_from(r.get::<_, i64>(1).map_err(field)?).unwrap_or_default(),
+            job_id: r.get(2).map_err(field)?,
+            status: parse_status(&status).ok_or_else(|| err(p, "decoding a status", &status))?,
+            created_at: parse_time(&r.get::<_, String>(4).map_err(field)?),
+            updated_at: parse_time(&r.get::<_, String>(5).map_err(field)?),
+            settings: serde_json::from_str::<GepaSettings>(&settings)
+                .map_err(|e| err(p, "decoding session settings", e))?,
+            metadata: r
+                .get::<_, Option<String>>(7)
+                .map_err(field)?
+                .and_then(|m| serde_json::from_str(&m).ok()),
+            candidates: vec![],
+            rollouts: vec![],
+            rewards: vec![],
+        });
+    }
+    Ok(out)
+}
+
 fn read_candidates(
     conn: &Connection,
     p: &Path,
-    sid: &str,
-) -> Result<Vec<RestoredCandidate>, StoreError> {
+    index: &HashMap<String, usize>,
+    sessions: &mut [RestoredSession],
+) -> Result<(), StoreError> {
+    // How many rollouts each candidate served (index-only: rollouts_by_candidate).
+    let mut issued: HashMap<(String, String), u64> = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT session_id, candidate_id, COUNT(*) FROM rollouts GROUP BY session_id, candidate_id")
+        .map_err(|e| err(p, "counting rollouts", e))?;
+    let mut rows = stmt.query([]).map_err(|e| err(p, "counting rollouts", e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, "counting rollouts", e))? {
+        let field = |e| err(p, "counting rollouts", e);
+        let n = u64::try_from(r.get::<_, i64>(2).map_err(field)?).unwrap_or_default();
+        issued.insert((r.get(0).map_err(field)?, r.get(1).map_err(field)?), n);
+    }
     let mut stmt = conn
         .prepare(
-            "SELECT c.id, c.instruction, c.parent_ids, c.archived, c.created_at, \
-             (SELECT COUNT(*) FROM rollouts r WHERE r.session_id = c.session_id AND r.candidate_id = c.id) \
-             FROM candidates c WHERE c.session_id = ?1 ORDER BY c.ord",
+            "SELECT session_id, id, instruction, parent_ids, archived, created_at \
+             FROM candidates ORDER BY session_id, ord",
         )
         .map_err(|e| err(p, "reading candidates", e))?;
-    let rows = stmt
-        .query_map([sid], |r| {
-            Ok(RestoredCandidate {
-                id: r.get(0)?,
-                instruction: r.get(1)?,
-                parent_ids: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
-                archived: r.get::<_, i64>(3)? != 0,
-                created_at: parse_time(&r.get::<_, String>(4)?),
-                issued: u64::try_from(r.get::<_, i64>(5)?).unwrap_or_default(),
-            })
-        })
+    let mut rows = stmt
+        .query([])
         .map_err(|e| err(p, "reading candidates", e))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .map_err(|e| err(p, "reading candidates", e))
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading candidates", e))? {
+        let field = |e| err(p, "reading a candidate", e);
+        let sid: String = r.get(0).map_err(field)?;
+        let Some(&i) = index.get(&sid) else { continue };
+        let id: String = r.get(1).map_err(field)?;
+        sessions[i].candidates.push(RestoredCandidate {
+            issued: issued.get(&(sid, id.clone())).copied().unwrap_or(0),
+            id,
+            instruction: r.get(2).map_err(field)?,
+            parent_ids: serde_json::from_str(&r.get::<_, String>(3).map_err(field)?)
+                .unwrap_or_default(),
+            archived: r.get::<_, i64>(4).map_err(field)? != 0,
+            created_at: parse_time(&r.get::<_, String>(5).map_err(field)?),
+        });
+    }
+    Ok(())
 }
 
+/// The newest [`MAX_ROLLOUTS_IN_MEMORY`] rollouts of each session, in creation order: one
+/// backward scan of the table in insertion order (no sort, no index).
 fn read_rollouts(
     conn: &Connection,
     p: &Path,
-    sid: &str,
-) -> Result<Vec<RestoredRollout>, StoreError> {
-    // Only the newest ones are kept in memory; older ones stay on disk.
+    index: &HashMap<String, usize>,
+    sessions: &mut [RestoredSession],
+) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT id, candidate_id, correlation_id, created_at, calls_ok, calls_failed, input, output \
-             FROM (SELECT rowid AS rid, * FROM rollouts WHERE session_id = ?1 ORDER BY rowid DESC LIMIT ?2) \
-             ORDER BY rid",
+            "SELECT session_id, id, candidate_id, correlation_id, created_at, calls_ok, \
+             calls_failed, input, output FROM rollouts NOT INDEXED ORDER BY rowid DESC",
         )
         .map_err(|e| err(p, "reading rollouts", e))?;
-    let rows = stmt
-        .query_map(params![sid, MAX_ROLLOUTS_IN_MEMORY as i64], |r| {
-            Ok(RestoredRollout {
-                id: r.get(0)?,
-                candidate_id: r.get(1)?,
-                correlation_id: r.get(2)?,
-                created_at: parse_time(&r.get::<_, String>(3)?),
-                calls_ok: r.get(4)?,
-                calls_failed: r.get(5)?,
-                input: decode_messages(&r.get::<_, String>(6)?),
-                output: r.get(7)?,
-            })
-        })
-        .map_err(|e| err(p, "reading rollouts", e))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .map_err(|e| err(p, "reading rollouts", e))
+    let mut rows = stmt.query([]).map_err(|e| err(p, "reading rollouts", e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading rollouts", e))? {
+        let field = |e| err(p, "reading a rollout", e);
+        // Borrowed: most rows of a long history are skipped, so do not allocate for them.
+        let sid = r
+            .get_ref(0)
+            .map_err(field)?
+            .as_str()
+            .map_err(|e| err(p, "reading a rollout", e))?;
+        let Some(&i) = index.get(sid) else { continue };
+        if sessions[i].rollouts.len() >= MAX_ROLLOUTS_IN_MEMORY {
+            continue;
+        }
+        sessions[i].rollouts.push(RestoredRollout {
+            id: r.get(1).map_err(field)?,
+            candidate_id: r.get(2).map_err(field)?,
+            correlation_id: r.get(3).map_err(field)?,
+            created_at: parse_time(&r.get::<_, String>(4).map_err(field)?),
+            calls_ok: r.get(5).map_err(field)?,
+            calls_failed: r.get(6).map_err(field)?,
+            input: decode_messages(&r.get::<_, String>(7).map_err(field)?),
+            output: r.get(8).map_err(field)?,
+        });
+    }
+    for s in sessions.iter_mut() {
+        s.rollouts.reverse();
+    }
+    Ok(())
 }
 
-fn read_rewards(conn: &Connection, p: &Path, sid: &str) -> Result<Vec<RestoredReward>, StoreError> {
+fn read_rewards(
+    conn: &Connection,
+    p: &Path,
+    index: &HashMap<String, usize>,
+    sessions: &mut [RestoredSession],
+) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT rollout_id, candidate_id, outcome, seed, feedback FROM rewards \
-             WHERE session_id = ?1 ORDER BY rowid",
+            "SELECT session_id, rollout_id, candidate_id, outcome, seed, feedback FROM rewards \
+             ORDER BY rowid",
         )
         .map_err(|e| err(p, "reading rewards", e))?;
-    let rows = stmt
-        .query_map([sid], |r| {
-            Ok(RestoredReward {
-                rollout_id: r.get(0)?,
-                candidate_id: r.get(1)?,
-                reward: Reward {
-                    outcome: r.get(2)?,
-                    seed: r
-                        .get::<_, Option<String>>(3)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
-                    feedback: r.get(4)?,
-                },
-            })
-        })
-        .map_err(|e| err(p, "reading rewards", e))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .map_err(|e| err(p, "reading rewards", e))
+    let mut rows = stmt.query([]).map_err(|e| err(p, "reading rewards", e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading rewards", e))? {
+        let field = |e| err(p, "reading a reward", e);
+        let sid: String = r.get(0).map_err(field)?;
+        let Some(&i) = index.get(&sid) else { continue };
+        sessions[i].rewards.push(RestoredReward {
+            rollout_id: r.get(1).map_err(field)?,
+            candidate_id: r.get(2).map_err(field)?,
+            reward: Reward {
+                outcome: r.get(3).map_err(field)?,
+                seed: r
+                    .get::<_, Option<String>>(4)
+                    .map_err(field)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                feedback: r.get(5).map_err(field)?,
+            },
+        });
+    }
+    Ok(())
 }
 
 fn encode_messages(messages: &[CapturedMessage]) -> String {
