@@ -66,16 +66,41 @@ pub async fn serve(
     ctx.candidate_id = Some(ticket.candidate_id.clone());
     let rewritten = parsed.rewrite(&ticket.instruction, gw.config.capture_max_bytes);
     drop(parsed);
-    let end = exchange(gw, session, ctx, &gepa, &ticket, rewritten.body).await;
-    gepa.finish_call(
-        &ticket.rollout_id,
-        CallOutcome {
-            ok: end.ok,
-            input: rewritten.captured,
-            output: end.output,
-        },
-    );
+    let mut recorder = Recorder {
+        gepa: &gepa,
+        rollout_id: &ticket.rollout_id,
+        input: Some(rewritten.captured),
+    };
+    let end = exchange(
+        gw,
+        session,
+        ctx,
+        &gepa,
+        &ticket,
+        rewritten.body,
+        &mut recorder,
+    )
+    .await;
+    recorder.record(false, None); // no-op unless the exchange ended without recording
     end.client_error.map_or(Ok(()), Err)
+}
+
+/// Records the call's outcome on the rollout exactly once, and *before* the client can
+/// see the end of the response: a client that rewards as soon as it has the answer must
+/// find the outcome (e.g. `rollout_failed`) already booked.
+struct Recorder<'a> {
+    gepa: &'a GepaSession,
+    rollout_id: &'a str,
+    input: Option<Vec<crate::rewrite::CapturedMessage>>,
+}
+
+impl Recorder<'_> {
+    fn record(&mut self, ok: bool, output: Option<String>) {
+        if let Some(input) = self.input.take() {
+            self.gepa
+                .finish_call(self.rollout_id, CallOutcome { ok, input, output });
+        }
+    }
 }
 
 /// A client error before any rollout exists: no x-gepa headers, and the connection is
@@ -129,22 +154,15 @@ async fn read_body(
     Ok(Ok(buf.freeze()))
 }
 
-/// How an exchange ended, for the rollout record and the access log.
+/// How an exchange ended.
 struct ExchangeEnd {
-    /// 2xx from the upstream and the whole response relayed to the client.
-    ok: bool,
-    output: Option<String>,
     /// Set when the client connection must be dropped.
     client_error: Option<Box<Error>>,
 }
 
 impl ExchangeEnd {
     fn failed(client_error: Option<Box<Error>>) -> Self {
-        ExchangeEnd {
-            ok: false,
-            output: None,
-            client_error,
-        }
+        ExchangeEnd { client_error }
     }
 }
 
@@ -165,6 +183,7 @@ async fn exchange(
     gepa: &Arc<GepaSession>,
     ticket: &CallTicket,
     body: Bytes,
+    recorder: &mut Recorder<'_>,
 ) -> ExchangeEnd {
     let headers = gepa_headers(gepa, ticket);
     let started = Instant::now();
@@ -178,6 +197,7 @@ async fn exchange(
         Err(api) => {
             ctx.error_code = Some(api.code());
             ctx.upstream_ms = Some(started.elapsed());
+            recorder.record(false, None);
             let res = respond::error(session, &api, &headers).await;
             return ExchangeEnd::failed(res.err());
         }
@@ -189,6 +209,7 @@ async fn exchange(
             message: "the upstream sent no response header".into(),
         };
         ctx.error_code = Some(api.code());
+        recorder.record(false, None);
         let res = respond::error(session, &api, &headers).await;
         return ExchangeEnd::failed(res.err());
     };
@@ -212,17 +233,18 @@ async fn exchange(
         return ExchangeEnd::failed(Some(e));
     }
     ctx.upstream_ms = Some(started.elapsed());
+    let ok = (200..300).contains(&status);
+    recorder.record(ok, if ok { capture.finish() } else { None });
+    // Only now does the client see the end of the response.
+    let finished = session.write_response_body(None, true).await;
     if upstream.response_done() {
         gw.upstream
             .connector
             .release_http_session(upstream, &peer, Some(gw.upstream.pool_idle_timeout()))
             .await;
     }
-    let ok = (200..300).contains(&status);
     ExchangeEnd {
-        ok,
-        output: if ok { capture.finish() } else { None },
-        client_error: None,
+        client_error: finished.err(),
     }
 }
 
@@ -249,7 +271,8 @@ fn client_response_header(
     Ok(h)
 }
 
-/// Streams the response body to the client chunk by chunk (each write is flushed, so SSE
+/// Streams the response body to the client chunk by chunk (all but its end, which the
+/// caller writes after recording the outcome) (each write is flushed, so SSE
 /// events arrive as the upstream sends them), keeping a copy for capture.
 async fn relay_body(
     session: &mut Session,
@@ -262,5 +285,5 @@ async fn relay_body(
         ctx.bytes_out += chunk.len();
         session.write_response_body(Some(chunk), false).await?;
     }
-    session.write_response_body(None, true).await
+    Ok(())
 }
