@@ -1,10 +1,12 @@
-//! Throughput of `rewrite_chat_body` on realistic chat-completions bodies,
-//! next to a plain copy of the same bytes (the floor any rewrite must pay).
+//! Throughput of `rewrite_chat_body` on realistic chat-completions bodies, of
+//! `ParsedChatBody::parse` alone (validation and scan, before a rollout is
+//! assigned), and of a plain copy of the same bytes (the floor any rewrite
+//! must pay).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gepa_gateway::rewrite::rewrite_chat_body;
+use gepa_gateway::rewrite::{rewrite_chat_body, ParsedChatBody};
 use serde_json::json;
 
 const INSTRUCTION: &str = "You are a concise assistant. Answer in at most three sentences, \
@@ -86,6 +88,10 @@ fn bench_rewrite(c: &mut Criterion) {
             b.iter(|| {
                 rewrite_chat_body(black_box(&body), black_box(INSTRUCTION), CAPTURE_MAX_BYTES)
             })
+        });
+        // Validation and scan alone (what runs before a rollout is assigned).
+        group.bench_function("parse", |b| {
+            b.iter(|| ParsedChatBody::parse(black_box(&body)))
         });
         group.bench_function("copy_baseline", |b| b.iter(|| black_box(&body).to_vec()));
         group.finish();
