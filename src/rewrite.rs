@@ -256,8 +256,8 @@ impl<'a> ParsedChatBody<'a> {
     pub fn rewrite(&self, instruction: &str, capture_max_bytes: usize) -> RewrittenBody {
         // Roles first, then contents: the allocator gets the small role
         // strings and the larger contents as two runs rather than
-        // interleaved, which frees and reuses them measurably faster (~6% of
-        // the whole rewrite on the 100 KB bench body with glibc malloc).
+        // interleaved, which it frees and reuses measurably faster (a few
+        // percent of the whole rewrite on the 100 KB bench body, glibc malloc).
         let mut captured: Vec<CapturedMessage> = self
             .pending
             .iter()
