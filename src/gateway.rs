@@ -262,7 +262,10 @@ async fn ok_json(session: &mut Session, v: serde_json::Value) -> Result<()> {
     respond::json(session, 200, Bytes::from(v.to_string()), &[]).await
 }
 
-async fn fail(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
+/// Answers a client error that carries no x-gepa headers (nothing was assigned yet), and
+/// closes the connection if the request body was not read: we do not drain a body we
+/// refused.
+pub(crate) async fn fail(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
     ctx.error_code = Some(err.code());
     if !session.as_downstream_mut().is_body_done() {
         session.set_keepalive(None);

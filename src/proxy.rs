@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::capture::ReplyCapture;
 use crate::errors::ApiError;
-use crate::gateway::{GatewayState, RequestCtx};
+use crate::gateway::{fail, GatewayState, RequestCtx};
 use crate::respond;
 use crate::rewrite::{self, BodyError};
 use crate::sessions::{CallOutcome, CallTicket, Session as GepaSession};
@@ -37,7 +37,7 @@ pub async fn serve(
     correlation_id: Option<&str>,
 ) -> Result<()> {
     let Some(gepa) = gw.sessions.get(session_id) else {
-        return reject(session, ctx, ApiError::unknown_session(session_id)).await;
+        return fail(session, ctx, ApiError::unknown_session(session_id)).await;
     };
     ctx.session_id = Some(gepa.id.clone());
     let auth = session
@@ -46,21 +46,21 @@ pub async fn serve(
         .get("authorization")
         .map(|v| v.as_bytes());
     if let Err(e) = gw.credentials.authorize_proxy(auth) {
-        return reject(session, ctx, e).await;
+        return fail(session, ctx, e).await;
     }
     let body = match read_body(session, gw.config.max_body_bytes).await? {
         Ok(body) => body,
-        Err(e) => return reject(session, ctx, e).await,
+        Err(e) => return fail(session, ctx, e).await,
     };
     ctx.bytes_in = body.len();
     let parsed = match rewrite::ParsedChatBody::parse(&body) {
         Ok(p) => p,
-        Err(e) => return reject(session, ctx, body_error(&e)).await,
+        Err(e) => return fail(session, ctx, body_error(&e)).await,
     };
     // Only now, with a valid body, is a rollout assigned.
     let ticket = match gepa.begin_call(correlation_id) {
         Ok(t) => t,
-        Err(e) => return reject(session, ctx, e).await,
+        Err(e) => return fail(session, ctx, e).await,
     };
     ctx.rollout_id = Some(ticket.rollout_id.clone());
     ctx.candidate_id = Some(ticket.candidate_id.clone());
@@ -101,16 +101,6 @@ impl Recorder<'_> {
                 .finish_call(self.rollout_id, CallOutcome { ok, input, output });
         }
     }
-}
-
-/// A client error before any rollout exists: no x-gepa headers, and the connection is
-/// closed if the request body was not read (we will not drain a body we refused).
-async fn reject(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
-    ctx.error_code = Some(err.code());
-    if !session.as_downstream_mut().is_body_done() {
-        session.set_keepalive(None);
-    }
-    respond::error(session, &err, &[]).await
 }
 
 fn body_error(e: &BodyError) -> ApiError {
