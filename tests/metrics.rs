@@ -20,6 +20,20 @@ async fn scrape(gw: &Gateway) -> String {
     r.text().await.unwrap()
 }
 
+/// Scrapes until `ready` holds for the exposition (or 10 s pass). Request metrics are booked
+/// in Pingora's logging phase, which runs just after the response reached the client, so a
+/// scrape sent the moment a response arrives may precede its booking.
+async fn scrape_when(gw: &Gateway, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(gw).await;
+        if ready(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The value of the first sample whose line starts with `prefix` (name plus labels).
 fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -53,7 +67,19 @@ async fn metrics_cover_requests_sessions_and_pass_promtool() {
     )
     .await;
 
-    let text = scrape(&gw).await;
+    let proxy_requests = |text: &str| -> f64 {
+        ["2xx", "4xx", "5xx"]
+            .iter()
+            .filter_map(|class| {
+                sample(
+                    text,
+                    &format!(r#"gepa_requests_total{{route="proxy",status_class="{class}"}}"#),
+                )
+            })
+            .sum()
+    };
+    let text = scrape_when(&gw, |t| proxy_requests(t) >= 3.0).await;
+    assert_eq!(proxy_requests(&text), 3.0, "{text}");
     assert_eq!(
         sample(
             &text,
