@@ -29,7 +29,12 @@ pub struct AdminApi {
 
 impl AdminApi {
     /// Handles one admin route. `Ok` is always a 200 with the JSON body.
-    pub fn handle(&self, route: &Route<'_>, query: &str, body: &[u8]) -> Result<Value, ApiError> {
+    pub async fn handle(
+        &self,
+        route: &Route<'_>,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
         match route {
             Route::CreateSession => self.create(body),
             Route::ListSessions => self.list(query),
@@ -40,7 +45,7 @@ impl AdminApi {
             Route::Reward(id) => {
                 let session = self.session(id)?;
                 let req = parse_reward(body)?;
-                Ok(session.reward(req)?.to_json())
+                Ok(session.reward(req).await?.to_json())
             }
             Route::PromptUrls(id) => self.prompt_urls(id, query),
             _ => Err(ApiError::route_not_found()),

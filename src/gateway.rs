@@ -22,7 +22,7 @@ use crate::routes::{self, Route};
 use crate::selection::CandidateSelector;
 use crate::sessions::{OptimizerConfig, PublicUrls, SessionEnv, Sessions};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{MemoryStore, StateStore};
+use crate::store::{MemoryStore, StateStore, StoreProbe};
 use crate::upstream::Upstream;
 use crate::{proxy, respond};
 
@@ -55,11 +55,18 @@ impl GatewayState {
     }
 
     pub fn new(config: GatewayConfig) -> Result<Self, String> {
-        let sqlite = (config.storage.backend == StorageBackend::Sqlite)
-            .then(|| Arc::new(SqliteStore::new(config.storage.path.clone())));
+        // Metric names and labels are constants: creating them cannot fail at run time.
+        let probe = StoreProbe::new().map_err(|e| e.to_string())?;
+        let sqlite = (config.storage.backend == StorageBackend::Sqlite).then(|| {
+            Arc::new(SqliteStore::new(
+                config.storage.path.clone(),
+                config.storage.retention_days,
+                probe.clone(),
+            ))
+        });
         let store: Arc<dyn StateStore> = match &sqlite {
             Some(s) => s.clone(),
-            None => Arc::new(MemoryStore),
+            None => Arc::new(MemoryStore::new()),
         };
         let env = SessionEnv {
             correlation_ttl: config.correlation_ttl,
@@ -91,8 +98,9 @@ impl GatewayState {
             reward_tokens: config.reward_tokens.clone(),
             client_keys: config.client_keys.clone(),
         };
-        // Metric names and labels are constants: registering them cannot fail at run time.
-        let metrics = Arc::new(Metrics::new(sessions.clone()).map_err(|e| e.to_string())?);
+        let store_probe = sqlite.is_some().then_some(&probe);
+        let metrics =
+            Arc::new(Metrics::new(sessions.clone(), store_probe).map_err(|e| e.to_string())?);
         Ok(GatewayState {
             upstream: Upstream::new(config.upstream.clone()),
             metrics,
@@ -317,7 +325,7 @@ async fn serve_admin(
     {
         ctx.session_id = Some((*id).to_string());
     }
-    match gw.admin.handle(route, query, &body) {
+    match gw.admin.handle(route, query, &body).await {
         Ok(v) => ok_json(session, v).await,
         Err(e) => fail(session, ctx, e).await,
     }

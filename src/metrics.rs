@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sessions::Sessions;
+use crate::store::StoreProbe;
 
 /// Series of a completed or cancelled session are dropped this long after it finished.
 pub const FINISHED_SERIES_TTL: Duration = Duration::from_secs(3600);
@@ -62,7 +63,8 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Hist
 }
 
 impl Metrics {
-    pub fn new(sessions: Arc<Sessions>) -> prometheus::Result<Self> {
+    /// `store`: the durable store's series, registered when there is one.
+    pub fn new(sessions: Arc<Sessions>, store: Option<&StoreProbe>) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let m = Metrics {
             requests: IntCounterVec::new(
@@ -113,6 +115,9 @@ impl Metrics {
         m.registry.register(Box::new(m.overhead.clone()))?;
         m.registry.register(Box::new(m.upstream_errors.clone()))?;
         m.registry.register(Box::new(m.body_rejections.clone()))?;
+        for collector in store.map(StoreProbe::collectors).unwrap_or_default() {
+            m.registry.register(collector)?;
+        }
         Ok(m)
     }
 

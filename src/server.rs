@@ -13,7 +13,6 @@ use crate::config::{self, Config};
 use crate::gateway::{Gateway, GatewayState};
 use crate::metrics::MetricsApp;
 use crate::proposer::Proposer;
-use crate::store::sqlite::SqliteStore;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -58,7 +57,7 @@ fn serve(opt: Opt, config: Config) -> ! {
     if gateway.storage.backend == StorageBackend::Sqlite {
         // Fail fast, before forking, on a path that cannot hold the database; the
         // connection itself is opened after the fork (see StoreLoader).
-        if let Err(e) = SqliteStore::new(gateway.storage.path.clone()).check() {
+        if let Err(e) = crate::store::sqlite::check(&gateway.storage.path) {
             eprintln!("gepa-gateway: storage error: {}", e.0);
             std::process::exit(1);
         }

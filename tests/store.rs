@@ -236,8 +236,9 @@ fn bad_database_files_are_refused_naming_the_path() {
 fn a_database_of_the_first_schema_version_opens() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v1.db");
-    let store = gepa_gateway::store::sqlite::SqliteStore::new(db.clone());
-    store.check().unwrap();
+    gepa_gateway::store::sqlite::check(&db).unwrap();
+    let probe = gepa_gateway::store::StoreProbe::new().unwrap();
+    let store = gepa_gateway::store::sqlite::SqliteStore::new(db.clone(), 30, probe);
     let c = rusqlite::Connection::open(&db).unwrap();
     let v: String = c
         .query_row(

@@ -13,6 +13,7 @@
 
 mod candidate;
 mod optimizer;
+pub mod rollout_id;
 mod session;
 
 pub use candidate::{Candidate, CandidateStatus};
@@ -39,9 +40,10 @@ use tokio::sync::Notify;
 /// Two lucky rewards must not crown a candidate.
 pub const MIN_REWARDS_FOR_BEST: u64 = 5;
 
-/// Rollouts kept in memory per session; the oldest are forgotten beyond this (a reward
-/// for a forgotten rollout is a 404). The durable store lifts this limit.
-pub const MAX_ROLLOUTS_IN_MEMORY: usize = 200_000;
+/// Rollouts kept in memory per session (with their captured text: a few KiB each). Beyond
+/// this the oldest leave memory; with the durable store a reward for one of them is
+/// looked up there, with the memory store it is a 404.
+pub const MAX_ROLLOUTS_IN_MEMORY: usize = 20_000;
 
 /// RFC 3339 in UTC, as every time in the API.
 pub fn rfc3339(t: OffsetDateTime) -> String {

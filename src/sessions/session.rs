@@ -9,12 +9,14 @@ use time::OffsetDateTime;
 
 use super::candidate::Candidate;
 use super::optimizer::{self, OptimizerState, ProposalJob, RewardedExample};
+use super::rollout_id;
 use super::MAX_ROLLOUTS_IN_MEMORY;
 use super::{next_status, rfc3339, GepaSettings, PublicUrls, SessionEnv, Status, Transition};
 use crate::allocation::ArmStats;
 use crate::errors::ApiError;
 use crate::rewrite::CapturedMessage;
-use crate::store::{RestoredSession, StoreError};
+use crate::store::{RestoredSession, RewardCommit, RewardWrite, StoreError};
+use tokio::sync::watch;
 
 /// A reward as reported by the client (compared field by field for idempotency).
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +112,53 @@ pub struct CallTicket {
     pub instruction: Arc<str>,
 }
 
+/// What [`Session::reward_step`] decided.
+enum RewardStep {
+    /// An idempotent repeat of the recorded reward.
+    Duplicate {
+        rollout_id: String,
+        candidate_id: String,
+    },
+    /// Another request is committing this rollout's first reward.
+    Wait(watch::Receiver<bool>),
+    /// A first reward to commit.
+    Commit(PendingReward),
+    /// Memory does not hold the rollout; `by_mac` is the candidate its id names, if the
+    /// id is authentic.
+    Lookup {
+        rollout_id: String,
+        by_mac: Option<Arc<Candidate>>,
+    },
+}
+
+/// A first reward on its way to the store.
+struct PendingReward {
+    rollout_id: String,
+    candidate: Arc<Candidate>,
+    with_rollout_record: bool,
+    /// Wakes requests waiting on this rollout (`None` outside memory: there, the store's
+    /// primary key settles concurrent rewards).
+    done: Option<watch::Sender<bool>>,
+}
+
+fn same_reward(existing: &Reward, reward: &Reward) -> Result<(), ApiError> {
+    if existing == reward {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "reward_conflict",
+            "this rollout already has a different reward",
+        ))
+    }
+}
+
+fn rollout_failed() -> ApiError {
+    ApiError::conflict(
+        "rollout_failed",
+        "none of this rollout's upstream calls succeeded; an outage says nothing about a prompt",
+    )
+}
+
 #[derive(Debug, Clone)]
 struct CorrelationPin {
     rollout_id: Arc<str>,
@@ -125,6 +174,9 @@ struct SessionState {
     rollouts: HashMap<Arc<str>, Rollout>,
     rollout_order: VecDeque<Arc<str>>,
     pins: HashMap<String, CorrelationPin>,
+    /// Rollouts whose first reward is being committed; a second reward for one of them
+    /// waits for that commit (the receiver turns `true`) and then looks again.
+    committing: HashMap<String, watch::Receiver<bool>>,
     rollout_count: u64,
     reward_count: u64,
     calls_since_sweep: u32,
@@ -170,6 +222,7 @@ impl Session {
                 rollouts: HashMap::new(),
                 rollout_order: VecDeque::new(),
                 pins: HashMap::new(),
+                committing: HashMap::new(),
                 rollout_count: 0,
                 reward_count: 0,
                 calls_since_sweep: 0,
@@ -205,7 +258,20 @@ impl Session {
             .ok_or_else(|| ApiError::Internal {
                 message: "session has no candidate to serve".into(),
             })?;
-        let rollout_id: Arc<str> = format!("ro_{}", uuid::Uuid::new_v4().simple()).into();
+        let key = self
+            .env
+            .store
+            .rollout_key()
+            .ok_or_else(|| ApiError::Unavailable {
+                message: "the state store is not open yet".into(),
+                retry_after_s: 1,
+            })?;
+        let position = st
+            .candidates
+            .iter()
+            .position(|c| Arc::ptr_eq(c, &candidate))
+            .unwrap_or_default();
+        let rollout_id: Arc<str> = rollout_id::issue(&key, &self.id, position).into();
         candidate.record_issued();
         st.insert_rollout(
             rollout_id.clone(),
@@ -256,9 +322,7 @@ impl Session {
     /// Applies a lifecycle transition. Returns the status after it.
     pub fn transition(&self, t: Transition) -> Result<Status, ApiError> {
         let mut st = self.state.lock();
-        if let Some(next) = next_status(st.status, t)? {
-            self.set_status(&mut st, next)?;
-        }
+        self.apply_transition(&mut st, t)?;
         Ok(st.status)
     }
 
@@ -270,18 +334,78 @@ impl Session {
         Ok(())
     }
 
-    /// Applies a reward (and/or a stop) under the contract's rules.
-    pub fn reward(&self, req: RewardRequest) -> Result<RewardReply, ApiError> {
-        let mut st = self.state.lock();
+    /// Applies a reward (and/or a stop) under the contract's rules, answering once the
+    /// reward is durable. The work runs in its own task: a client that disconnects
+    /// mid-commit cannot leave a committed reward uncounted.
+    pub async fn reward(self: &Arc<Self>, req: RewardRequest) -> Result<RewardReply, ApiError> {
+        let session = self.clone();
+        tokio::spawn(async move { session.reward_task(req).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApiError::Internal {
+                    message: format!("the reward task failed: {e}"),
+                })
+            })
+    }
+
+    async fn reward_task(&self, req: RewardRequest) -> Result<RewardReply, ApiError> {
         let Some(reward) = req.reward.clone() else {
             // A bare stop: only the lifecycle changes.
+            let mut st = self.state.lock();
             if req.stop {
-                if let Some(next) = next_status(st.status, Transition::Stop)? {
-                    self.set_status(&mut st, next)?;
-                }
+                self.apply_transition(&mut st, Transition::Stop)?;
             }
             return Ok(self.reply(&st, None, None, false));
         };
+        let (rollout_id, candidate_id, duplicate) = self.settle_reward(&req, reward).await?;
+        let mut st = self.state.lock();
+        if req.stop {
+            self.apply_transition(&mut st, Transition::Stop)?;
+        }
+        st.updated_at = OffsetDateTime::now_utc();
+        Ok(self.reply(&st, Some(rollout_id), Some(candidate_id), duplicate))
+    }
+
+    /// Decides and, for a first reward, commits it: `(rollout, candidate, duplicate)`.
+    async fn settle_reward(
+        &self,
+        req: &RewardRequest,
+        reward: Reward,
+    ) -> Result<(String, String, bool), ApiError> {
+        loop {
+            let step = {
+                let mut st = self.state.lock();
+                self.reward_step(&mut st, req, &reward)?
+            };
+            let commit = match step {
+                RewardStep::Duplicate {
+                    rollout_id,
+                    candidate_id,
+                } => return Ok((rollout_id, candidate_id, true)),
+                RewardStep::Wait(mut committed) => {
+                    // Err: the committing task ended; either way, look again.
+                    let _ = committed.wait_for(|done| *done).await;
+                    continue;
+                }
+                RewardStep::Commit(commit) => commit,
+                RewardStep::Lookup { rollout_id, by_mac } => {
+                    match self.commit_from_store(req, &reward, rollout_id, by_mac)? {
+                        Ok(commit) => commit,
+                        Err(answer) => return Ok(answer),
+                    }
+                }
+            };
+            return self.commit_reward(commit, reward).await;
+        }
+    }
+
+    /// One look at the session under its lock: what to do with this reward.
+    fn reward_step(
+        &self,
+        st: &mut SessionState,
+        req: &RewardRequest,
+        reward: &Reward,
+    ) -> Result<RewardStep, ApiError> {
         if st.status.is_finished() {
             return Err(ApiError::conflict(
                 "session_finished",
@@ -291,33 +415,163 @@ impl Session {
                 ),
             ));
         }
-        let rollout_id = st.resolve_rollout(&req)?;
-        let duplicate = st.check_reward(&rollout_id, req.candidate_id.as_deref(), &reward)?;
-        if !duplicate {
-            let candidate_id = st
-                .rollouts
-                .get(&rollout_id)
-                .map(|r| r.candidate.id.clone())
-                .unwrap_or_default();
-            self.env
-                .store
-                .reward_recorded(self, &rollout_id, &candidate_id, &reward)?;
-            st.commit_reward(&rollout_id, reward);
-            self.prune(&mut st);
-            let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
-            st.optimizer.best_is(best.as_deref());
-            if self.proposal_due(&st, Instant::now()) {
-                self.env.proposer_wake.notify_one();
+        if let Some(committed) = req.rollout_id.as_ref().and_then(|id| st.committing.get(id)) {
+            return Ok(RewardStep::Wait(committed.clone()));
+        }
+        let rollout_id = match st.resolve_rollout(req) {
+            Ok(id) => id,
+            Err(e) if e.status() == 404 && req.rollout_id.is_some() => {
+                // Not in memory: evicted, or answered but lost in a crash before its
+                // record was flushed. The store and the id itself can tell.
+                let id = req.rollout_id.clone().unwrap_or_default();
+                let by_mac = self
+                    .env
+                    .store
+                    .rollout_key()
+                    .and_then(|key| rollout_id::verify(&key, &self.id, &id))
+                    .and_then(|position| st.candidates.get(position).cloned());
+                return Ok(RewardStep::Lookup {
+                    rollout_id: id,
+                    by_mac,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(committed) = st.committing.get(&*rollout_id) {
+            return Ok(RewardStep::Wait(committed.clone()));
+        }
+        let duplicate = st.check_reward(&rollout_id, req.candidate_id.as_deref(), reward)?;
+        let candidate = st
+            .rollouts
+            .get(&rollout_id)
+            .map(|r| r.candidate.clone())
+            .ok_or_else(|| ApiError::not_found("unknown_rollout", "unknown rollout"))?;
+        if duplicate {
+            return Ok(RewardStep::Duplicate {
+                rollout_id: rollout_id.to_string(),
+                candidate_id: candidate.id.clone(),
+            });
+        }
+        let (done, committed) = watch::channel(false);
+        st.committing.insert(rollout_id.to_string(), committed);
+        Ok(RewardStep::Commit(PendingReward {
+            rollout_id: rollout_id.to_string(),
+            candidate,
+            with_rollout_record: false,
+            done: Some(done),
+        }))
+    }
+
+    /// A reward for a rollout memory no longer holds: decided from the store's record of
+    /// it, else from its authenticated id. `Err(answer)` is a finished duplicate.
+    #[allow(clippy::type_complexity)]
+    fn commit_from_store(
+        &self,
+        req: &RewardRequest,
+        reward: &Reward,
+        rollout_id: String,
+        by_mac: Option<Arc<Candidate>>,
+    ) -> Result<Result<PendingReward, (String, String, bool)>, ApiError> {
+        let unknown = || {
+            ApiError::not_found(
+                "unknown_rollout",
+                "this session issued no rollout with that rollout_id",
+            )
+        };
+        let Some(stored) = self.env.store.lookup_rollout(&self.id, &rollout_id)? else {
+            return Err(unknown());
+        };
+        let by_record = stored.record.as_ref().and_then(|(candidate_id, _)| {
+            self.state
+                .lock()
+                .candidates
+                .iter()
+                .find(|c| &c.id == candidate_id)
+                .cloned()
+        });
+        let candidate = by_record.or(by_mac).ok_or_else(unknown)?;
+        if let Some(cid) = req.candidate_id.as_deref() {
+            if cid != candidate.id {
+                return Err(ApiError::conflict(
+                    "candidate_mismatch",
+                    format!(
+                        "rollout was served by candidate {}, not {cid}",
+                        candidate.id
+                    ),
+                ));
             }
         }
-        if req.stop {
-            if let Some(next) = next_status(st.status, Transition::Stop)? {
-                self.set_status(&mut st, next)?;
+        if let Some(existing) = stored.reward {
+            return same_reward(&existing, reward)
+                .map(|()| Err((rollout_id, candidate.id.clone(), true)));
+        }
+        if stored
+            .record
+            .as_ref()
+            .is_some_and(|(_, calls_ok)| *calls_ok == 0)
+        {
+            return Err(rollout_failed());
+        }
+        Ok(Ok(PendingReward {
+            rollout_id,
+            with_rollout_record: stored.record.is_none(),
+            candidate,
+            done: None,
+        }))
+    }
+
+    /// Commits a first reward (sharing the commit with concurrent ones), then counts it.
+    async fn commit_reward(
+        &self,
+        mut pending: PendingReward,
+        reward: Reward,
+    ) -> Result<(String, String, bool), ApiError> {
+        let committed = self
+            .env
+            .store
+            .reward_recorded(RewardWrite {
+                session_id: self.id.clone(),
+                rollout_id: pending.rollout_id.clone(),
+                candidate_id: pending.candidate.id.clone(),
+                reward: reward.clone(),
+                with_rollout_record: pending.with_rollout_record,
+            })
+            .await;
+        let mut st = self.state.lock();
+        st.committing.remove(&pending.rollout_id);
+        if let Some(done) = pending.done.take() {
+            let _ = done.send(true);
+        }
+        let answer = (
+            pending.rollout_id.clone(),
+            pending.candidate.id.clone(),
+            false,
+        );
+        match committed? {
+            RewardCommit::Inserted => {
+                st.count_reward(&pending.rollout_id, &pending.candidate, reward);
+                self.prune(&mut st);
+                let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
+                st.optimizer.best_is(best.as_deref());
+                if self.proposal_due(&st, Instant::now()) {
+                    self.env.proposer_wake.notify_one();
+                }
+                Ok(answer)
+            }
+            // Another request (or process) recorded this rollout's reward first.
+            RewardCommit::Existing(existing) => {
+                same_reward(&existing, &reward)?;
+                Ok((answer.0, answer.1, true))
             }
         }
-        st.updated_at = OffsetDateTime::now_utc();
-        let candidate_id = st.rollouts.get(&rollout_id).map(|r| r.candidate.id.clone());
-        Ok(self.reply(&st, Some(rollout_id.to_string()), candidate_id, duplicate))
+    }
+
+    /// Applies a transition under the session's lock (persisted first).
+    fn apply_transition(&self, st: &mut SessionState, t: Transition) -> Result<(), ApiError> {
+        if let Some(next) = next_status(st.status, t)? {
+            self.set_status(st, next)?;
+        }
+        Ok(())
     }
 
     fn reply(
@@ -646,30 +900,12 @@ impl SessionState {
             }
         }
         if let Some(existing) = &rollout.reward {
-            return if existing == reward {
-                Ok(true)
-            } else {
-                Err(ApiError::conflict(
-                    "reward_conflict",
-                    "this rollout already has a different reward",
-                ))
-            };
+            return same_reward(existing, reward).map(|()| true);
         }
         if rollout.calls_ok == 0 && rollout.calls_in_flight == 0 {
-            return Err(ApiError::conflict(
-                "rollout_failed",
-                "none of this rollout's upstream calls succeeded; an outage says nothing about a prompt",
-            ));
+            return Err(rollout_failed());
         }
         Ok(false)
-    }
-
-    /// Counts a checked first reward.
-    fn commit_reward(&mut self, rollout_id: &Arc<str>, reward: Reward) {
-        let Some(candidate) = self.rollouts.get(rollout_id).map(|r| r.candidate.clone()) else {
-            return;
-        };
-        self.count_reward(rollout_id, &candidate, reward);
     }
 
     /// Counts a reward: the candidate's statistics, the optimizer's score table and
@@ -746,6 +982,7 @@ impl Session {
             rollouts: HashMap::new(),
             rollout_order: VecDeque::new(),
             pins: HashMap::new(),
+            committing: HashMap::new(),
             rollout_count: candidates.iter().map(|c| c.stats().issued).sum(),
             reward_count: 0,
             calls_since_sweep: 0,
@@ -842,7 +1079,7 @@ mod tests {
     }
 
     fn session() -> Arc<Session> {
-        let s = registry(10, Duration::from_secs(60), Arc::new(MemoryStore));
+        let s = registry(10, Duration::from_secs(60), Arc::new(MemoryStore::new()));
         s.create(NewSession {
             baseline_instruction: "be helpful".into(),
             settings: settings(),
@@ -898,26 +1135,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reward_rules() {
+    #[tokio::test]
+    async fn reward_rules() {
         let s = session();
         let t = ok_call(&s, None);
-        let r = s.reward(reward(&t.rollout_id, 0.5)).unwrap();
+        let r = s.reward(reward(&t.rollout_id, 0.5)).await.unwrap();
         assert_eq!((r.reward_count, r.duplicate), (1, false));
-        let again = s.reward(reward(&t.rollout_id, 0.5)).unwrap();
+        let again = s.reward(reward(&t.rollout_id, 0.5)).await.unwrap();
         assert_eq!((again.reward_count, again.duplicate), (1, true));
         assert_eq!(
-            s.reward(reward(&t.rollout_id, 0.7)).unwrap_err().code(),
+            s.reward(reward(&t.rollout_id, 0.7))
+                .await
+                .unwrap_err()
+                .code(),
             "reward_conflict"
         );
-        assert_eq!(s.reward(reward("ro_nope", 0.7)).unwrap_err().status(), 404);
+        assert_eq!(
+            s.reward(reward("ro_nope", 0.7)).await.unwrap_err().status(),
+            404
+        );
         let mut wrong = reward(&ok_call(&s, None).rollout_id, 1.0);
         wrong.candidate_id = Some("cand_x".into());
-        assert_eq!(s.reward(wrong).unwrap_err().code(), "candidate_mismatch");
+        assert_eq!(
+            s.reward(wrong).await.unwrap_err().code(),
+            "candidate_mismatch"
+        );
     }
 
-    #[test]
-    fn failed_rollout_cannot_be_rewarded_but_in_flight_can() {
+    #[tokio::test]
+    async fn failed_rollout_cannot_be_rewarded_but_in_flight_can() {
         let s = session();
         let t = s.begin_call(None).unwrap();
         s.finish_call(
@@ -929,15 +1175,18 @@ mod tests {
             },
         );
         assert_eq!(
-            s.reward(reward(&t.rollout_id, 1.0)).unwrap_err().code(),
+            s.reward(reward(&t.rollout_id, 1.0))
+                .await
+                .unwrap_err()
+                .code(),
             "rollout_failed"
         );
         let t2 = s.begin_call(None).unwrap();
-        assert!(s.reward(reward(&t2.rollout_id, 1.0)).is_ok());
+        assert!(s.reward(reward(&t2.rollout_id, 1.0)).await.is_ok());
     }
 
-    #[test]
-    fn correlation_pins_until_rewarded() {
+    #[tokio::test]
+    async fn correlation_pins_until_rewarded() {
         let s = session();
         let a = ok_call(&s, Some("c1"));
         let b = ok_call(&s, Some("c1"));
@@ -947,7 +1196,7 @@ mod tests {
         let mut by_corr = reward("unused", 1.0);
         by_corr.rollout_id = None;
         by_corr.correlation_id = Some("c1".into());
-        let r = s.reward(by_corr.clone()).unwrap();
+        let r = s.reward(by_corr.clone()).await.unwrap();
         assert_eq!(r.rollout_id.as_deref(), Some(&*a.rollout_id));
         let c = ok_call(&s, Some("c1"));
         assert_ne!(c.rollout_id, a.rollout_id, "the reward closes the rollout");
@@ -956,7 +1205,7 @@ mod tests {
 
     #[test]
     fn expired_pin_opens_new_rollout() {
-        let reg = registry(10, Duration::from_millis(0), Arc::new(MemoryStore));
+        let reg = registry(10, Duration::from_millis(0), Arc::new(MemoryStore::new()));
         let s = reg
             .create(NewSession {
                 baseline_instruction: "x".into(),
@@ -970,13 +1219,13 @@ mod tests {
         assert_ne!(a.rollout_id, b.rollout_id);
     }
 
-    #[test]
-    fn stop_and_finished_sessions() {
+    #[tokio::test]
+    async fn stop_and_finished_sessions() {
         let s = session();
         let t = ok_call(&s, None);
         let mut stop = reward(&t.rollout_id, 1.0);
         stop.stop = true;
-        assert_eq!(s.reward(stop).unwrap().status, Status::Completed);
+        assert_eq!(s.reward(stop).await.unwrap().status, Status::Completed);
         let bare = RewardRequest {
             rollout_id: None,
             correlation_id: None,
@@ -984,19 +1233,25 @@ mod tests {
             reward: None,
             stop: true,
         };
-        assert_eq!(s.reward(bare.clone()).unwrap().status, Status::Completed);
+        assert_eq!(
+            s.reward(bare.clone()).await.unwrap().status,
+            Status::Completed
+        );
         let t2 = ok_call(&s, None);
         assert_eq!(
-            s.reward(reward(&t2.rollout_id, 1.0)).unwrap_err().code(),
+            s.reward(reward(&t2.rollout_id, 1.0))
+                .await
+                .unwrap_err()
+                .code(),
             "session_finished"
         );
         let c = session();
         c.transition(Transition::Cancel).unwrap();
-        assert_eq!(c.reward(bare).unwrap_err().status(), 409);
+        assert_eq!(c.reward(bare).await.unwrap_err().status(), 409);
     }
 
-    #[test]
-    fn best_needs_enough_rewards() {
+    #[tokio::test]
+    async fn best_needs_enough_rewards() {
         let s = session();
         for i in 0..MIN_REWARDS_FOR_BEST {
             assert!(
@@ -1004,7 +1259,7 @@ mod tests {
                 "{i}"
             );
             let t = ok_call(&s, None);
-            s.reward(reward(&t.rollout_id, 1.0)).unwrap();
+            s.reward(reward(&t.rollout_id, 1.0)).await.unwrap();
         }
         let v = s.detail_json(&PublicUrls::new("http://x"));
         assert_eq!(v["best_candidate_id"], "baseline");
@@ -1013,7 +1268,7 @@ mod tests {
 
     #[test]
     fn list_is_newest_first_with_cursor() {
-        let reg = registry(100, Duration::from_secs(1), Arc::new(MemoryStore));
+        let reg = registry(100, Duration::from_secs(1), Arc::new(MemoryStore::new()));
         let ids: Vec<String> = (0..5)
             .map(|_| {
                 reg.create(NewSession {
@@ -1041,7 +1296,7 @@ mod tests {
 
     #[test]
     fn session_limit() {
-        let reg = registry(1, Duration::from_secs(1), Arc::new(MemoryStore));
+        let reg = registry(1, Duration::from_secs(1), Arc::new(MemoryStore::new()));
         let n = || NewSession {
             baseline_instruction: "x".into(),
             settings: settings(),
@@ -1054,20 +1309,25 @@ mod tests {
     /// A store whose every write fails: nothing may change, and clients get a 503.
     struct BrokenStore;
 
+    #[async_trait::async_trait]
     impl StateStore for BrokenStore {
+        fn rollout_key(&self) -> Option<[u8; 32]> {
+            Some([1; 32])
+        }
         fn session_created(&self, _: &Session) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
         fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn reward_recorded(
+        async fn reward_recorded(&self, _: RewardWrite) -> Result<RewardCommit, StoreError> {
+            Err(StoreError("disk full".into()))
+        }
+        fn lookup_rollout(
             &self,
-            _: &Session,
             _: &str,
             _: &str,
-            _: &Reward,
-        ) -> Result<(), StoreError> {
+        ) -> Result<Option<crate::store::StoredRollout>, StoreError> {
             Err(StoreError("disk full".into()))
         }
         fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
@@ -1079,8 +1339,8 @@ mod tests {
         fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
     }
 
-    #[test]
-    fn failed_store_writes_change_nothing() {
+    #[tokio::test]
+    async fn failed_store_writes_change_nothing() {
         let reg = registry(10, Duration::from_secs(60), Arc::new(BrokenStore));
         let err = reg
             .create(NewSession {
@@ -1104,7 +1364,10 @@ mod tests {
         ));
         let t = ok_call(&s, None);
         assert_eq!(
-            s.reward(reward(&t.rollout_id, 1.0)).unwrap_err().status(),
+            s.reward(reward(&t.rollout_id, 1.0))
+                .await
+                .unwrap_err()
+                .status(),
             503
         );
         assert!(s.rollout(&t.rollout_id).unwrap().reward.is_none());
@@ -1113,8 +1376,8 @@ mod tests {
         assert_eq!(s.status(), Status::Started);
     }
 
-    #[test]
-    fn proposals_only_while_started_and_at_the_threshold() {
+    #[tokio::test]
+    async fn proposals_only_while_started_and_at_the_threshold() {
         for (transition, due) in [
             (None, true),
             (Some(Transition::Pause), false),
@@ -1127,7 +1390,7 @@ mod tests {
                     assert!(s.take_proposal_job(Instant::now()).is_none(), "9 of 10");
                 }
                 let t = ok_call(&s, None);
-                s.reward(reward(&t.rollout_id, 0.5)).unwrap();
+                s.reward(reward(&t.rollout_id, 0.5)).await.unwrap();
             }
             if let Some(t) = transition {
                 s.transition(t).unwrap();

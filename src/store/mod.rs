@@ -2,8 +2,10 @@
 //!
 //! The in-memory registry ([`crate::sessions::Sessions`]) is what the request path reads.
 //! Every acknowledged change is first handed to a [`StateStore`]: a change whose write
-//! fails is not applied, and the client gets a 503 to retry. Rollouts are handed over
-//! write-behind (the call was already answered; nothing waits on the disk).
+//! fails is not applied, and the client gets a 503 to retry. Rewards are committed outside
+//! the session's lock, so a burst of rewards shares commits and never stalls proxied calls.
+//! Rollouts are handed over write-behind (the call was already answered; nothing waits on
+//! the disk).
 //!
 //! Two stores implement it: [`MemoryStore`] keeps nothing beyond the process, and
 //! [`sqlite::SqliteStore`] is the embedded durable store (`storage.path`), from which a
@@ -31,19 +33,107 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// What the store reports to Prometheus (registered by [`crate::metrics::Metrics`]).
+#[derive(Clone)]
+pub struct StoreProbe {
+    /// Writes queued for the writer thread and not yet taken.
+    pub queue_depth: prometheus::IntGauge,
+    /// Time to write and commit one batch (one fsync).
+    pub commit_seconds: prometheus::Histogram,
+    /// Writes per committed batch: how many commits group commit saves.
+    pub batch_size: prometheus::Histogram,
+}
+
+impl StoreProbe {
+    pub fn new() -> prometheus::Result<Self> {
+        use prometheus::{Histogram, HistogramOpts, IntGauge};
+        Ok(StoreProbe {
+            queue_depth: IntGauge::new(
+                "gepa_store_queue_depth",
+                "Writes queued for the store's writer and not yet taken.",
+            )?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "gepa_store_commit_seconds",
+                    "Time to write and commit one batch of store writes.",
+                )
+                .buckets(vec![
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0,
+                ]),
+            )?,
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "gepa_store_batch_writes",
+                    "Writes committed together in one store transaction.",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                ]),
+            )?,
+        })
+    }
+
+    /// The collectors, for registration.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.commit_seconds.clone()),
+            Box::new(self.batch_size.clone()),
+        ]
+    }
+}
+
+/// A first reward on its way to the store.
+#[derive(Debug, Clone)]
+pub struct RewardWrite {
+    pub session_id: String,
+    pub rollout_id: String,
+    pub candidate_id: String,
+    pub reward: Reward,
+    /// Also record the rollout itself (its record was lost in a crash before it was
+    /// flushed; the gateway recognised the id by its MAC), so that counts add up.
+    pub with_rollout_record: bool,
+}
+
+/// What committing a first reward found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RewardCommit {
+    /// The reward is durable and counts.
+    Inserted,
+    /// The rollout already had this reward in the store (written by a concurrent request
+    /// or before a restart): the new one does not count.
+    Existing(Reward),
+}
+
+/// What the store knows of a rollout that is no longer in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRollout {
+    /// `(candidate_id, calls_ok)` when the rollout's record was flushed.
+    pub record: Option<(String, u32)>,
+    /// Its reward, if it has one.
+    pub reward: Option<Reward>,
+}
+
+#[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
+    /// The key that rollout ids are authenticated with (kept in the store, so ids
+    /// issued before a restart stay recognisable). `None` until the store is open.
+    fn rollout_key(&self) -> Option<[u8; 32]>;
     /// A new session, before it is visible or acknowledged.
     fn session_created(&self, session: &Session) -> Result<(), StoreError>;
     /// A lifecycle change, before it is applied.
     fn status_changed(&self, session: &Session, status: Status) -> Result<(), StoreError>;
-    /// The first reward of a rollout, before it counts.
-    fn reward_recorded(
+    /// The first reward of a rollout, before it counts. Resolves once committed; many
+    /// concurrent rewards share one commit. Must not be awaited under a session's lock.
+    async fn reward_recorded(&self, write: RewardWrite) -> Result<RewardCommit, StoreError>;
+    /// A rollout that memory no longer holds. `Ok(None)`: this store does not keep
+    /// rollouts beyond memory.
+    fn lookup_rollout(
         &self,
-        session: &Session,
+        session_id: &str,
         rollout_id: &str,
-        candidate_id: &str,
-        reward: &Reward,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<StoredRollout>, StoreError>;
     /// A new candidate from the proposer, before it serves.
     fn candidate_added(&self, session: &Session, candidate: &Candidate) -> Result<(), StoreError>;
     /// A candidate archived by pruning, before it stops serving.
@@ -53,18 +143,41 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Keeps nothing: state lives only in the process's memory.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MemoryStore;
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryStore {
+    rollout_key: [u8; 32],
+}
 
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore {
+            rollout_key: rand::random(),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait::async_trait]
 impl StateStore for MemoryStore {
+    fn rollout_key(&self) -> Option<[u8; 32]> {
+        Some(self.rollout_key)
+    }
     fn session_created(&self, _: &Session) -> Result<(), StoreError> {
         Ok(())
     }
     fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
         Ok(())
     }
-    fn reward_recorded(&self, _: &Session, _: &str, _: &str, _: &Reward) -> Result<(), StoreError> {
-        Ok(())
+    async fn reward_recorded(&self, _: RewardWrite) -> Result<RewardCommit, StoreError> {
+        Ok(RewardCommit::Inserted)
+    }
+    fn lookup_rollout(&self, _: &str, _: &str) -> Result<Option<StoredRollout>, StoreError> {
+        Ok(None)
     }
     fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
         Ok(())

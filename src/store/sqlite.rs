@@ -1,30 +1,37 @@
 //! The embedded durable store: SQLite (bundled) in WAL mode at `storage.path`.
 //!
-//! - Acknowledged changes (session created, status, reward, candidate added or archived)
-//!   are written in their own transaction before the change applies, with
-//!   `synchronous=FULL`, so what the API acknowledged survives a crash of the process or
-//!   the machine.
-//! - Rollout records are written behind: the proxy hands them to a writer thread, which
-//!   commits whatever has queued up in one transaction per batch. The request path never
-//!   waits on the disk for them; a crash loses at most the last batch of rollout records
-//!   (not rewards).
+//! - One writer thread owns the write connection. Acknowledged changes (session created,
+//!   status, reward, candidate added or archived) and write-behind rollout records are
+//!   queued to it; it takes whatever has queued up and commits it in one transaction
+//!   (`synchronous=FULL`: one fsync), then answers each change. A burst of concurrent
+//!   rewards therefore shares commits (group commit), and what the API acknowledged
+//!   survives a crash of the process or the machine. Each change runs in its own
+//!   savepoint, so one failed change does not take the others with it.
+//! - The request path never waits on the disk for rollout records; a crash loses at most
+//!   the records still queued (their ids stay rewardable: see [`crate::sessions`]).
+//! - A second connection serves reads: the restore at start-up, and lookups of rollouts
+//!   that memory no longer holds.
 //! - The schema is versioned (`meta.schema_version`); forward migrations run at start-up,
 //!   and a database written by a newer version is refused with a clear message.
-//! - The connection is opened with [`SqliteStore::open`] after Pingora has forked (`-d`);
-//!   [`SqliteStore::check`] validates the path before that, without keeping a connection.
+//! - The connections are opened with [`SqliteStore::open`] after Pingora has forked
+//!   (`-d`); [`SqliteStore::check`] validates the path before that, without keeping one.
+//! - Retention: once an hour (and at start-up) the writer drops the captured text of
+//!   rollouts older than `storage.retention_days`; counts and statistics stay.
 
 use parking_lot::Mutex;
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::{
-    RestoredCandidate, RestoredReward, RestoredRollout, RestoredSession, StateStore, StoreError,
+    RestoredCandidate, RestoredReward, RestoredRollout, RestoredSession, RewardCommit, RewardWrite,
+    StateStore, StoreError, StoreProbe, StoredRollout,
 };
 use crate::rewrite::CapturedMessage;
 use crate::sessions::{
@@ -81,8 +88,10 @@ CREATE TABLE rewards (
 );
 "#];
 
-/// Most rollout records committed in one write-behind transaction.
+/// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How often the writer applies retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{what} ({}): {e}", path.display()))
@@ -101,20 +110,60 @@ struct RolloutRow {
     output: Option<String>,
 }
 
+/// One unit of work for the writer thread.
+enum WriteOp {
+    /// Written behind: nobody waits for it.
+    Rollout(RolloutRow),
+    /// Acknowledged: the requester waits for the commit.
+    Change(Change, Reply),
+}
+
+enum Change {
+    /// Statements applied together or not at all; `what` names the change in errors.
+    Statements {
+        what: &'static str,
+        statements: Vec<(&'static str, Vec<SqlValue>)>,
+    },
+    Reward(RewardWrite),
+}
+
+type Outcome = Result<RewardCommit, StoreError>;
+
+/// Where the writer sends a change's outcome once its transaction has committed.
+enum Reply {
+    Blocking(mpsc::SyncSender<Outcome>),
+    Async(tokio::sync::oneshot::Sender<Outcome>),
+}
+
+impl Reply {
+    fn send(self, outcome: Outcome) {
+        // A requester that went away (client disconnected) no longer needs the answer.
+        let _ = match self {
+            Reply::Blocking(tx) => tx.send(outcome).map_err(|_| ()),
+            Reply::Async(tx) => tx.send(outcome).map_err(|_| ()),
+        };
+    }
+}
+
 struct Open {
-    conn: Mutex<Connection>,
-    rollouts: mpsc::Sender<RolloutRow>,
+    reader: Mutex<Connection>,
+    writer: mpsc::Sender<WriteOp>,
+    rollout_key: [u8; 32],
 }
 
 pub struct SqliteStore {
     path: PathBuf,
+    retention_days: u32,
+    probe: StoreProbe,
     open: OnceLock<Open>,
 }
 
 impl SqliteStore {
-    pub fn new(path: PathBuf) -> Self {
+    pub fn new(path: PathBuf, retention_days: u32, probe: StoreProbe) -> Self {
         SqliteStore {
             path,
+            retention_days,
+            probe,
             open: OnceLock::new(),
         }
     }
@@ -123,36 +172,36 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Checks that the database can be created or opened and is not from a newer version,
-    /// without keeping a connection (safe before Pingora forks).
-    pub fn check(&self) -> Result<(), StoreError> {
-        connect(&self.path).map(|_| ())
-    }
-
-    /// Opens the database (migrating it forward) and starts the write-behind thread.
+    /// Opens the database (migrating it forward) and starts the writer thread.
     pub fn open(&self) -> Result<(), StoreError> {
         if self.open.get().is_some() {
             return Ok(());
         }
-        let conn = connect(&self.path)?;
+        let reader = connect(&self.path)?;
+        let rollout_key = load_rollout_key(&reader, &self.path)?;
         let writer = connect(&self.path)?;
         let (tx, rx) = mpsc::channel();
-        let path = self.path.clone();
+        let job = WriterJob {
+            conn: writer,
+            path: self.path.clone(),
+            retention_days: self.retention_days,
+            probe: self.probe.clone(),
+        };
         std::thread::Builder::new()
             .name("gepa-store-writer".into())
-            .spawn(move || write_behind(writer, rx, &path))
+            .spawn(move || job.run(rx))
             .map_err(|e| err(&self.path, "starting the store writer", e))?;
         let _ = self.open.set(Open {
-            conn: Mutex::new(conn),
-            rollouts: tx,
+            reader: Mutex::new(reader),
+            writer: tx,
+            rollout_key,
         });
         Ok(())
     }
 
-    fn conn(&self) -> Result<parking_lot::MutexGuard<'_, Connection>, StoreError> {
+    fn opened(&self) -> Result<&Open, StoreError> {
         self.open
             .get()
-            .map(|o| o.conn.lock())
             .ok_or_else(|| StoreError("the store is not open yet".into()))
     }
 
@@ -160,7 +209,7 @@ impl SqliteStore {
     /// pass per table (not per session), so start-up time grows with the data, not with
     /// the number of sessions times the data.
     pub fn restore(&self) -> Result<Vec<RestoredSession>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.opened()?.reader.lock();
         let mut sessions = read_sessions(&conn, &self.path)?;
         let index: HashMap<String, usize> = sessions
             .iter()
@@ -173,30 +222,94 @@ impl SqliteStore {
         Ok(sessions)
     }
 
-    fn execute(
-        &self,
-        what: &str,
-        sql: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(sql, args)
-            .map(|_| ())
-            .map_err(|e| err(&self.path, what, e))
+    fn enqueue(&self, op: WriteOp) -> Result<(), StoreError> {
+        let open = self.opened()?;
+        self.probe.queue_depth.inc();
+        open.writer.send(op).map_err(|_| {
+            self.probe.queue_depth.dec();
+            err(&self.path, "writing", "the store writer has stopped")
+        })
     }
 
-    /// Appends a candidate (its order is the next in the session). Called under the
-    /// session's lock: it must not call back into the session.
-    fn insert_candidate(&self, session: &Session, c: &Candidate) -> Result<(), StoreError> {
-        let parents = serde_json::to_string(&c.parent_ids).unwrap_or_else(|_| "[]".into());
-        self.execute(
-            "recording a candidate",
-            "INSERT OR IGNORE INTO candidates (session_id, id, ord, instruction, parent_ids, created_at) \
-             VALUES (?1, ?2, (SELECT COALESCE(MAX(ord), -1) + 1 FROM candidates WHERE session_id = ?1), \
-             ?3, ?4, ?5)",
-            &[&session.id, &c.id, &&*c.instruction, &parents, &rfc3339(c.created_at)],
-        )
+    /// Queues a change and blocks until it has committed. For the rare lifecycle and
+    /// candidate changes, which are applied under the session's lock.
+    fn commit_blocking(
+        &self,
+        what: &'static str,
+        statements: Vec<(&'static str, Vec<SqlValue>)>,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let change = Change::Statements { what, statements };
+        self.enqueue(WriteOp::Change(change, Reply::Blocking(tx)))?;
+        match rx.recv() {
+            Ok(outcome) => outcome.map(|_| ()),
+            Err(_) => Err(err(&self.path, what, "the store writer has stopped")),
+        }
     }
+}
+
+/// Checks that the database at `path` can be created or opened and is not from a newer
+/// version, without keeping a connection (safe before Pingora forks).
+pub fn check(path: &Path) -> Result<(), StoreError> {
+    connect(path).map(|_| ())
+}
+
+fn text(s: &str) -> SqlValue {
+    SqlValue::Text(s.to_string())
+}
+
+fn opt_text(s: Option<&str>) -> SqlValue {
+    s.map_or(SqlValue::Null, text)
+}
+
+/// Appends a candidate (its order is the next in the session).
+fn insert_candidate(session_id: &str, c: &Candidate) -> (&'static str, Vec<SqlValue>) {
+    let parents = serde_json::to_string(&c.parent_ids).unwrap_or_else(|_| "[]".into());
+    (
+        "INSERT OR IGNORE INTO candidates (session_id, id, ord, instruction, parent_ids, created_at) \
+         VALUES (?1, ?2, (SELECT COALESCE(MAX(ord), -1) + 1 FROM candidates WHERE session_id = ?1), \
+         ?3, ?4, ?5)",
+        vec![
+            text(session_id),
+            text(&c.id),
+            text(&c.instruction),
+            SqlValue::Text(parents),
+            SqlValue::Text(rfc3339(c.created_at)),
+        ],
+    )
+}
+
+/// The key rollout ids are authenticated with: created once, then kept in `meta`.
+fn load_rollout_key(conn: &Connection, path: &Path) -> Result<[u8; 32], StoreError> {
+    let fresh: [u8; 32] = rand::random();
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('rollout_key', ?1)",
+        [hex(&fresh)],
+    )
+    .map_err(|e| err(path, "creating the rollout key", e))?;
+    let stored: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rollout_key'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| err(path, "reading the rollout key", e))?;
+    unhex32(&stored).ok_or_else(|| err(path, "reading the rollout key", "it is malformed"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Opens a connection with the store's settings and brings the schema up to date.
@@ -261,50 +374,201 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The write-behind loop: waits for a rollout record, drains what else queued up, and
-/// commits the batch in one transaction. Ends when the store is dropped.
-fn write_behind(mut conn: Connection, rx: mpsc::Receiver<RolloutRow>, path: &Path) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(row) => batch.push(row),
-                Err(_) => break,
+/// The writer thread: its connection and what it reports.
+struct WriterJob {
+    conn: Connection,
+    path: PathBuf,
+    retention_days: u32,
+    probe: StoreProbe,
+}
+
+impl WriterJob {
+    /// Waits for work, takes everything that queued up meanwhile (up to [`MAX_BATCH`]),
+    /// and commits it in one transaction. Ends when the store is dropped.
+    fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
+        let mut next_retention = Instant::now();
+        loop {
+            if Instant::now() >= next_retention {
+                self.apply_retention();
+                next_retention = Instant::now() + RETENTION_EVERY;
+            }
+            let wait = next_retention.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.probe.queue_depth.sub(batch.len() as i64);
+            self.probe.batch_size.observe(batch.len() as f64);
+            let started = Instant::now();
+            self.commit(batch);
+            self.probe
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Commits one batch and answers each change: its own outcome if the transaction
+    /// committed, else the commit's error.
+    fn commit(&mut self, batch: Vec<WriteOp>) {
+        let path = self.path.clone();
+        let mut answers: Vec<(Reply, Outcome)> = Vec::new();
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx = self.conn.transaction()?;
+            for op in batch {
+                match op {
+                    WriteOp::Rollout(row) => {
+                        if let Err(e) = insert_rollout(&tx, &row) {
+                            log::error!(
+                                "store ({}): writing a rollout record failed: {e}",
+                                path.display()
+                            );
+                        }
+                    }
+                    WriteOp::Change(change, reply) => {
+                        let outcome = apply_in_savepoint(&mut tx, &change, &path);
+                        answers.push((reply, outcome));
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        match committed {
+            Ok(()) => {
+                for (reply, outcome) in answers {
+                    reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let e = err(&path, "committing", e);
+                log::error!("store: {}", e.0);
+                for (reply, _) in answers {
+                    reply.send(Err(e.clone()));
+                }
             }
         }
-        if let Err(e) = write_rollouts(&mut conn, &batch) {
-            log::error!(
-                "store ({}): writing {} rollout records failed: {e}",
-                path.display(),
-                batch.len()
-            );
+    }
+
+    /// Drops the captured text of rollouts older than `retention_days` (0 keeps all).
+    fn apply_retention(&mut self) {
+        if self.retention_days == 0 {
+            return;
+        }
+        let cutoff = OffsetDateTime::now_utc() - time::Duration::days(self.retention_days.into());
+        let dropped = self.conn.execute(
+            "UPDATE rollouts SET input = '[]', output = NULL \
+             WHERE created_at < ?1 AND (input != '[]' OR output IS NOT NULL)",
+            [rfc3339(cutoff)],
+        );
+        match dropped {
+            Ok(0) => {}
+            Ok(n) => log::info!("store: retention dropped the captured text of {n} rollouts"),
+            Err(e) => log::error!(
+                "store ({}): applying retention failed: {e}",
+                self.path.display()
+            ),
         }
     }
 }
 
-fn write_rollouts(conn: &mut Connection, batch: &[RolloutRow]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO rollouts (session_id, id, candidate_id, correlation_id, \
-             created_at, calls_ok, calls_failed, input, output) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for r in batch {
-            stmt.execute(params![
-                r.session_id,
-                r.id,
-                r.candidate_id,
-                r.correlation_id,
-                r.created_at,
-                r.calls_ok,
-                r.calls_failed,
-                r.input,
-                r.output
-            ])?;
+/// Applies one change in its own savepoint: a change that fails is rolled back alone.
+fn apply_in_savepoint(tx: &mut rusqlite::Transaction<'_>, change: &Change, path: &Path) -> Outcome {
+    let what = match change {
+        Change::Statements { what, .. } => *what,
+        Change::Reward(_) => "recording a reward",
+    };
+    let sp = tx.savepoint().map_err(|e| err(path, what, e))?;
+    let outcome = match change {
+        Change::Statements { statements, .. } => statements
+            .iter()
+            .try_for_each(|(sql, args)| {
+                sp.execute(sql, rusqlite::params_from_iter(args.iter()))
+                    .map(|_| ())
+            })
+            .map(|()| RewardCommit::Inserted),
+        Change::Reward(w) => insert_reward(&sp, w),
+    };
+    match outcome {
+        Ok(o) => {
+            sp.commit().map_err(|e| err(path, what, e))?;
+            Ok(o)
         }
+        // Dropping the savepoint rolls it back.
+        Err(e) => Err(err(path, what, e)),
     }
-    tx.commit()
+}
+
+/// Inserts a first reward, or finds the one the rollout already has (the primary key is
+/// what makes a reward count once, whichever process or request got there first).
+fn insert_reward(conn: &Connection, w: &RewardWrite) -> rusqlite::Result<RewardCommit> {
+    let seed = w.reward.seed.as_ref().map(|s| s.to_string());
+    let now = rfc3339(OffsetDateTime::now_utc());
+    let inserted = conn.execute(
+        "INSERT INTO rewards (session_id, rollout_id, candidate_id, outcome, seed, feedback, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        params![w.session_id, w.rollout_id, w.candidate_id, w.reward.outcome, seed, w.reward.feedback, now],
+    )?;
+    if inserted == 0 {
+        return Ok(read_reward(conn, &w.session_id, &w.rollout_id)?
+            .map_or(RewardCommit::Inserted, RewardCommit::Existing));
+    }
+    if w.with_rollout_record {
+        conn.execute(
+            "INSERT OR IGNORE INTO rollouts (session_id, id, candidate_id, correlation_id, \
+             created_at, calls_ok, calls_failed, input, output) \
+             VALUES (?1, ?2, ?3, NULL, ?4, 1, 0, '[]', NULL)",
+            params![w.session_id, w.rollout_id, w.candidate_id, now],
+        )?;
+    }
+    Ok(RewardCommit::Inserted)
+}
+
+fn read_reward(
+    conn: &Connection,
+    session_id: &str,
+    rollout_id: &str,
+) -> rusqlite::Result<Option<Reward>> {
+    conn.query_row(
+        "SELECT outcome, seed, feedback FROM rewards WHERE session_id = ?1 AND rollout_id = ?2",
+        [session_id, rollout_id],
+        |r| {
+            Ok(Reward {
+                outcome: r.get(0)?,
+                seed: r
+                    .get::<_, Option<String>>(1)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                feedback: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+fn insert_rollout(conn: &Connection, r: &RolloutRow) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO rollouts (session_id, id, candidate_id, correlation_id, \
+         created_at, calls_ok, calls_failed, input, output) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    stmt.execute(params![
+        r.session_id,
+        r.id,
+        r.candidate_id,
+        r.correlation_id,
+        r.created_at,
+        r.calls_ok,
+        r.calls_failed,
+        r.input,
+        r.output
+    ])?;
+    Ok(())
 }
 
 fn parse_time(s: &str) -> OffsetDateTime {
@@ -494,74 +758,101 @@ fn decode_messages(s: &str) -> Vec<CapturedMessage> {
         .collect()
 }
 
+#[async_trait::async_trait]
 impl StateStore for SqliteStore {
+    fn rollout_key(&self) -> Option<[u8; 32]> {
+        self.open.get().map(|o| o.rollout_key)
+    }
+
     fn session_created(&self, session: &Session) -> Result<(), StoreError> {
         let settings = serde_json::to_string(&session.settings)
             .map_err(|e| err(&self.path, "encoding session settings", e))?;
-        let metadata = session.metadata.as_ref().map(|m| m.to_string());
         let now = rfc3339(session.created_at);
-        self.execute(
-            "recording a session",
+        let mut statements = vec![(
             "INSERT INTO sessions (id, seq, job_id, status, created_at, updated_at, settings, metadata) \
              VALUES (?1, ?2, ?3, 'started', ?4, ?4, ?5, ?6)",
-            &[&session.id, &(session.seq as i64), &session.job_id, &now, &settings, &metadata],
-        )?;
-        for c in session.candidates() {
-            self.insert_candidate(session, &c)?;
-        }
-        Ok(())
+            vec![
+                text(&session.id),
+                SqlValue::Integer(session.seq as i64),
+                text(&session.job_id),
+                SqlValue::Text(now),
+                SqlValue::Text(settings),
+                opt_text(session.metadata.as_ref().map(|m| m.to_string()).as_deref()),
+            ],
+        )];
+        statements.extend(
+            session
+                .candidates()
+                .iter()
+                .map(|c| insert_candidate(&session.id, c)),
+        );
+        self.commit_blocking("recording a session", statements)
     }
 
     fn status_changed(&self, session: &Session, status: Status) -> Result<(), StoreError> {
-        self.execute(
+        self.commit_blocking(
             "recording a status change",
-            "UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1",
-            &[
-                &session.id,
-                &status.as_str(),
-                &rfc3339(OffsetDateTime::now_utc()),
-            ],
+            vec![(
+                "UPDATE sessions SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                vec![
+                    text(&session.id),
+                    text(status.as_str()),
+                    SqlValue::Text(rfc3339(OffsetDateTime::now_utc())),
+                ],
+            )],
         )
     }
 
-    fn reward_recorded(
+    async fn reward_recorded(&self, write: RewardWrite) -> Result<RewardCommit, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(WriteOp::Change(Change::Reward(write), Reply::Async(tx)))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(err(
+                &self.path,
+                "recording a reward",
+                "the store writer has stopped",
+            ))
+        })
+    }
+
+    fn lookup_rollout(
         &self,
-        session: &Session,
+        session_id: &str,
         rollout_id: &str,
-        candidate_id: &str,
-        reward: &Reward,
-    ) -> Result<(), StoreError> {
-        let seed = reward.seed.as_ref().map(|s| s.to_string());
-        self.execute(
-            "recording a reward",
-            "INSERT INTO rewards (session_id, rollout_id, candidate_id, outcome, seed, feedback, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            &[
-                &session.id,
-                &rollout_id,
-                &candidate_id,
-                &reward.outcome,
-                &seed,
-                &reward.feedback,
-                &rfc3339(OffsetDateTime::now_utc()),
-            ],
-        )
+    ) -> Result<Option<StoredRollout>, StoreError> {
+        let what = "looking up a rollout";
+        let conn = self.opened()?.reader.lock();
+        let record = conn
+            .query_row(
+                "SELECT candidate_id, calls_ok FROM rollouts WHERE session_id = ?1 AND id = ?2",
+                [session_id, rollout_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)),
+            )
+            .optional()
+            .map_err(|e| err(&self.path, what, e))?;
+        let reward =
+            read_reward(&conn, session_id, rollout_id).map_err(|e| err(&self.path, what, e))?;
+        Ok(Some(StoredRollout { record, reward }))
     }
 
     fn candidate_added(&self, session: &Session, candidate: &Candidate) -> Result<(), StoreError> {
-        self.insert_candidate(session, candidate)
+        self.commit_blocking(
+            "recording a candidate",
+            vec![insert_candidate(&session.id, candidate)],
+        )
     }
 
     fn candidate_archived(&self, session: &Session, candidate_id: &str) -> Result<(), StoreError> {
-        self.execute(
+        self.commit_blocking(
             "archiving a candidate",
-            "UPDATE candidates SET archived = 1 WHERE session_id = ?1 AND id = ?2",
-            &[&session.id, &candidate_id],
+            vec![(
+                "UPDATE candidates SET archived = 1 WHERE session_id = ?1 AND id = ?2",
+                vec![text(&session.id), text(candidate_id)],
+            )],
         )
     }
 
     fn rollout_finished(&self, session: &Session, rollout_id: &str, rollout: &Rollout) {
-        let Some(open) = self.open.get() else { return };
         let row = RolloutRow {
             session_id: session.id.clone(),
             id: rollout_id.to_string(),
@@ -573,11 +864,8 @@ impl StateStore for SqliteStore {
             input: encode_messages(&rollout.input),
             output: rollout.output.clone(),
         };
-        if open.rollouts.send(row).is_err() {
-            log::error!(
-                "store ({}): the rollout writer has stopped",
-                self.path.display()
-            );
+        if let Err(e) = self.enqueue(WriteOp::Rollout(row)) {
+            log::error!("store: a rollout record was not written: {}", e.0);
         }
     }
 }

@@ -1,0 +1,98 @@
+//! Self-verifying rollout ids.
+//!
+//! A rollout id goes out in a response header the moment a call is answered, but the
+//! rollout's record reaches the disk a few milliseconds later (write-behind). So that a
+//! crash in between cannot turn a genuine reward into a 404, an id carries what a reward
+//! needs (the candidate that served it, by its position in the session) and a MAC under a
+//! key kept in the store: the gateway recognises its own ids without any record.
+//!
+//! Format: `ro_<32 hex nonce>_<candidate position>_<16 hex MAC>`; the MAC (keyed BLAKE3,
+//! 64 bits) covers the session id, the nonce and the position.
+
+/// A fresh id for a rollout of `session_id` served by the candidate at `position`.
+pub fn issue(key: &[u8; 32], session_id: &str, position: usize) -> String {
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    let mac = mac(key, session_id, &nonce, position);
+    format!("ro_{nonce}_{position}_{mac}")
+}
+
+/// The candidate position an id names, if the id is one this key issued for this session.
+pub fn verify(key: &[u8; 32], session_id: &str, id: &str) -> Option<usize> {
+    let rest = id.strip_prefix("ro_")?;
+    let mut parts = rest.splitn(3, '_');
+    let (nonce, position, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    // Digits only: `parse` would also accept a leading '+', which would give one rollout
+    // two spellings.
+    if position.is_empty() || position.len() > 6 || !position.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let position: usize = position.parse().ok()?;
+    let expected = mac(key, session_id, nonce, position);
+    // Constant time, so the MAC cannot be guessed byte by byte from response timing.
+    use subtle::ConstantTimeEq;
+    bool::from(expected.as_bytes().ct_eq(tag.as_bytes())).then_some(position)
+}
+
+fn mac(key: &[u8; 32], session_id: &str, nonce: &str, position: usize) -> String {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(session_id.as_bytes());
+    h.update(b"\0");
+    h.update(nonce.as_bytes());
+    h.update(b"\0");
+    h.update(position.to_string().as_bytes());
+    let digest = h.finalize();
+    digest.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    #[test]
+    fn issued_ids_verify_and_name_their_candidate() {
+        for position in [0, 1, 31, 999] {
+            let id = issue(&KEY, "sess", position);
+            assert!(id.starts_with("ro_"), "{id}");
+            assert_eq!(verify(&KEY, "sess", &id), Some(position));
+        }
+        let a = issue(&KEY, "sess", 0);
+        let b = issue(&KEY, "sess", 0);
+        assert_ne!(a, b, "every id is fresh");
+    }
+
+    #[test]
+    fn forged_or_foreign_ids_do_not_verify() {
+        let id = issue(&KEY, "sess", 3);
+        assert_eq!(verify(&[8; 32], "sess", &id), None, "another key");
+        assert_eq!(verify(&KEY, "other", &id), None, "another session");
+        let moved = id.replacen("_3_", "_4_", 1);
+        assert_eq!(verify(&KEY, "sess", &moved), None, "another candidate");
+        let plus = id.replacen("_3_", "_+3_", 1);
+        assert_eq!(verify(&KEY, "sess", &plus), None);
+        let mut flipped = id.clone();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(verify(&KEY, "sess", &flipped), None, "a changed MAC");
+        for junk in [
+            "",
+            "ro_",
+            "ro_x_1_y",
+            "ro_0123456789abcdef0123456789abcdef_1_",
+        ] {
+            assert_eq!(verify(&KEY, "sess", junk), None, "{junk:?}");
+        }
+        // The pre-MAC format (`ro_` + 32 hex) is not self-verifying.
+        assert_eq!(
+            verify(&KEY, "sess", "ro_0123456789abcdef0123456789abcdef"),
+            None
+        );
+    }
+}
