@@ -32,6 +32,7 @@ const DEFAULT_WRITE_TIMEOUT_S: u64 = 60;
 const DEFAULT_ADMIN_TOKEN_ENV: &str = "GEPA_ADMIN_TOKEN";
 const DEFAULT_STORAGE_PATH: &str = "data/gepa.db";
 const DEFAULT_RETENTION_DAYS: u32 = 30;
+const DEFAULT_ROLLOUTS_IN_MEMORY: usize = 20_000;
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9091";
 const DEFAULT_PROPOSER_MODEL: &str = "gpt-4.1-mini";
 const DEFAULT_MINIBATCH_SIZE: u64 = 3;
@@ -146,6 +147,9 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// 0 = keep forever.
     pub retention_days: u32,
+    /// Rollouts per session kept in memory (with their captured text); older ones live
+    /// only in the durable store.
+    pub rollouts_in_memory: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -403,6 +407,7 @@ impl Default for GatewayConfig {
                 backend: StorageBackend::Sqlite,
                 path: PathBuf::from(DEFAULT_STORAGE_PATH),
                 retention_days: DEFAULT_RETENTION_DAYS,
+                rollouts_in_memory: DEFAULT_ROLLOUTS_IN_MEMORY,
             },
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
             proposer: ProposerConfig {
@@ -642,6 +647,7 @@ struct RawStorage {
     backend: Option<String>,
     path: Option<String>,
     retention_days: Option<u32>,
+    rollouts_in_memory: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -905,10 +911,20 @@ fn resolve(
                 ))
             }
         };
+        let rollouts_in_memory = storage
+            .rollouts_in_memory
+            .unwrap_or(DEFAULT_ROLLOUTS_IN_MEMORY as u64);
+        if !(1..=10_000_000).contains(&rollouts_in_memory) {
+            return Err(ConfigError::new(
+                "gateway.storage.rollouts_in_memory",
+                "must be between 1 and 10000000",
+            ));
+        }
         StorageConfig {
             backend,
             path: PathBuf::from(path),
             retention_days: storage.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
+            rollouts_in_memory: rollouts_in_memory as usize,
         }
     };
 
@@ -1543,6 +1559,10 @@ mod tests {
             (
                 "storage: {retention_days: -1}",
                 "gateway.storage.retention_days",
+            ),
+            (
+                "storage: {rollouts_in_memory: 0}",
+                "gateway.storage.rollouts_in_memory",
             ),
             ("proposer: {merge: maybe}", "gateway.proposer.merge"),
         ];

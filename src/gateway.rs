@@ -61,6 +61,7 @@ impl GatewayState {
             Arc::new(SqliteStore::new(
                 config.storage.path.clone(),
                 config.storage.retention_days,
+                config.storage.rollouts_in_memory,
                 probe.clone(),
             ))
         });
@@ -70,6 +71,7 @@ impl GatewayState {
         };
         let env = SessionEnv {
             correlation_ttl: config.correlation_ttl,
+            rollouts_in_memory: config.storage.rollouts_in_memory,
             store,
             optimizer: OptimizerConfig {
                 minibatch_size: config.proposer.minibatch_size,

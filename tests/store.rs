@@ -238,7 +238,7 @@ fn a_database_of_the_first_schema_version_opens() {
     let db = dir.path().join("v1.db");
     gepa_gateway::store::sqlite::check(&db).unwrap();
     let probe = gepa_gateway::store::StoreProbe::new().unwrap();
-    let store = gepa_gateway::store::sqlite::SqliteStore::new(db.clone(), 30, probe);
+    let store = gepa_gateway::store::sqlite::SqliteStore::new(db.clone(), 30, 1000, probe);
     let c = rusqlite::Connection::open(&db).unwrap();
     let v: String = c
         .query_row(
@@ -252,4 +252,198 @@ fn a_database_of_the_first_schema_version_opens() {
     // Opening again is a no-op migration.
     store.open().unwrap();
     assert!(store.restore().unwrap().is_empty());
+}
+
+/// Deletes a rollout's record, as if the process had died before the writer flushed it.
+fn forget_rollout_record(gw: &Gateway, rollout: &str) {
+    let c = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let n = c
+        .execute("DELETE FROM rollouts WHERE id = ?1", [rollout])
+        .unwrap();
+    assert_eq!(n, 1, "the record was there to delete");
+}
+
+#[tokio::test]
+async fn a_rollout_answered_but_not_flushed_before_kill_9_can_be_rewarded_once() {
+    let mock = MockUpstream::start().await;
+    let mut gw = Gateway::start(&mock).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lost = call(&gw, &id, None).await;
+    wait_for_flushed_rollouts(&gw, 1).await;
+    // Killed the instant the response arrived: flushed or not, it must be rewardable.
+    let racing = call(&gw, &id, None).await;
+    gw.kill9();
+    forget_rollout_record(&gw, &lost);
+    gw.restart().await;
+
+    let (status, v) = gw.reward(&id, reward(&lost, 0.8, 1)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["duplicate"].as_bool(), v["candidate_id"].as_str()),
+        (Some(false), Some("baseline"))
+    );
+    let (status, v) = gw.reward(&id, reward(&racing, 0.6, 2)).await;
+    assert_eq!(
+        (status, v["duplicate"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+    assert_eq!(v["reward_count"], 2);
+    let (status, v) = gw.reward(&id, reward(&lost, 0.8, 1)).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(
+        gw.reward(&id, reward(&lost, 0.1, 1)).await.0,
+        409,
+        "a different reward"
+    );
+    assert_eq!(gw.get_session(&id).await["reward_count"], 2);
+
+    // The id is what vouches for the rollout: a forged or altered one is unknown.
+    let mut forged = lost.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(gw.reward(&id, reward(&forged, 0.8, 1)).await.0, 404);
+    let other_candidate = lost.replacen("_0_", "_1_", 1);
+    assert_eq!(
+        gw.reward(&id, reward(&other_candidate, 0.8, 1)).await.0,
+        404
+    );
+    let mismatch = json!({"rollout_id": racing, "candidate_id": "cand_other",
+        "reward_info": {"outcome_reward": 0.6, "seed": 2, "feedback": "fb"}});
+    assert_eq!(gw.reward(&id, mismatch).await.0, 409);
+
+    // After another restart both still count once, and the lost rollout is counted as
+    // served again (its record was rebuilt with the reward).
+    gw.kill9_and_restart().await;
+    let (status, v) = gw.reward(&id, reward(&lost, 0.8, 1)).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    let s = gw.get_session(&id).await;
+    assert_eq!(
+        (s["reward_count"].as_u64(), s["rollout_count"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(s["candidates"][0]["avg_reward"], 0.7);
+}
+
+#[tokio::test]
+async fn rewards_for_rollouts_memory_no_longer_holds_are_settled_by_the_store() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.storage_yaml = "    rollouts_in_memory: 3\n".into();
+    let mut gw = Gateway::start_with(o).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, h, _) = post_chat(
+        &gw.chat_url(&id),
+        chat_body().to_string(),
+        &[("x-mock", "status-500")],
+    )
+    .await;
+    assert_eq!(status, 500);
+    let failed = h["x-gepa-rollout-id"].to_str().unwrap().to_string();
+    let oldest = call(&gw, &id, None).await;
+    for _ in 0..4 {
+        call(&gw, &id, None).await;
+    }
+    wait_for_flushed_rollouts(&gw, 6).await;
+
+    let (status, v) = gw.reward(&id, reward(&oldest, 1.0, 1)).await;
+    assert_eq!(
+        (status, v["duplicate"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+    let (status, v) = gw.reward(&id, reward(&oldest, 1.0, 1)).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(gw.reward(&id, reward(&oldest, 0.0, 1)).await.0, 409);
+    let (status, v) = gw.reward(&id, reward(&failed, 1.0, 1)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("rollout_failed")),
+        "{v}"
+    );
+    assert_eq!(gw.get_session(&id).await["reward_count"], 1);
+    gw.kill9_and_restart().await;
+    let (status, v) = gw.reward(&id, reward(&oldest, 1.0, 1)).await;
+    assert_eq!((status, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    let s = gw.get_session(&id).await;
+    assert_eq!(
+        (s["reward_count"].as_u64(), s["rollout_count"].as_u64()),
+        (Some(1), Some(6))
+    );
+
+    // With the memory backend nothing beyond memory is kept: such a reward is a 404.
+    let mut o = GatewayOptions::new(mock.url());
+    o.storage_yaml = "    rollouts_in_memory: 3\n    backend: memory\n".into();
+    let gw = Gateway::start_with(o).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let oldest = call(&gw, &id, None).await;
+    for _ in 0..3 {
+        call(&gw, &id, None).await;
+    }
+    assert_eq!(gw.reward(&id, reward(&oldest, 1.0, 1)).await.0, 404);
+}
+
+#[tokio::test]
+async fn concurrent_rewards_for_one_rollout_count_once() {
+    let mock = MockUpstream::start().await;
+    for backend in ["sqlite", "memory"] {
+        let mut o = GatewayOptions::new(mock.url());
+        o.storage_yaml = format!("    backend: {backend}\n");
+        concurrent_rewards_count_once_on(Gateway::start_with(o).await).await;
+    }
+}
+
+async fn concurrent_rewards_count_once_on(gw: Gateway) {
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let same = call(&gw, &id, None).await;
+    let contested = call(&gw, &id, None).await;
+    let url = gw.url(&format!("{SESSIONS}/{id}/reward"));
+    let token = gw.admin_token.clone().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40u32 {
+        // Half repeat one reward for `same`; half race different rewards for `contested`.
+        let body = if i % 2 == 0 {
+            reward(&same, 0.5, 1)
+        } else {
+            reward(&contested, f64::from(i) / 100.0, 2)
+        };
+        let (url, token) = (url.clone(), token.clone());
+        tasks.spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (i % 2 == 0, status, v["duplicate"].as_bool())
+        });
+    }
+    let (mut firsts, mut duplicates, mut contested_wins, mut conflicts) = (0, 0, 0, 0);
+    while let Some(res) = tasks.join_next().await {
+        match res.unwrap() {
+            (true, 200, Some(false)) => firsts += 1,
+            (true, 200, Some(true)) => duplicates += 1,
+            (false, 200, Some(false)) => contested_wins += 1,
+            (false, 409, _) => conflicts += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((firsts, duplicates), (1, 19));
+    assert_eq!((contested_wins, conflicts), (1, 19));
+    assert_eq!(gw.get_session(&id).await["reward_count"], 2);
 }

@@ -40,11 +40,6 @@ use tokio::sync::Notify;
 /// Two lucky rewards must not crown a candidate.
 pub const MIN_REWARDS_FOR_BEST: u64 = 5;
 
-/// Rollouts kept in memory per session (with their captured text: a few KiB each). Beyond
-/// this the oldest leave memory; with the durable store a reward for one of them is
-/// looked up there, with the memory store it is a 404.
-pub const MAX_ROLLOUTS_IN_MEMORY: usize = 20_000;
-
 /// RFC 3339 in UTC, as every time in the API.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
@@ -143,6 +138,10 @@ impl PublicUrls {
 /// the proposer's wake-up signal.
 pub struct SessionEnv {
     pub correlation_ttl: Duration,
+    /// Rollouts per session kept in memory (with their captured text: a few KiB each).
+    /// Beyond this the oldest leave memory; with the durable store a reward for one of
+    /// them is looked up there, with the memory store it is a 404.
+    pub rollouts_in_memory: usize,
     pub store: Arc<dyn StateStore>,
     pub optimizer: OptimizerConfig,
     pub selector: CandidateSelector,

@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 use super::candidate::Candidate;
 use super::optimizer::{self, OptimizerState, ProposalJob, RewardedExample};
 use super::rollout_id;
-use super::MAX_ROLLOUTS_IN_MEMORY;
 use super::{next_status, rfc3339, GepaSettings, PublicUrls, SessionEnv, Status, Transition};
 use crate::allocation::ArmStats;
 use crate::errors::ApiError;
@@ -274,6 +273,7 @@ impl Session {
         let rollout_id: Arc<str> = rollout_id::issue(&key, &self.id, position).into();
         candidate.record_issued();
         st.insert_rollout(
+            self.env.rollouts_in_memory,
             rollout_id.clone(),
             Rollout {
                 candidate: candidate.clone(),
@@ -821,11 +821,11 @@ impl SessionState {
         })
     }
 
-    fn insert_rollout(&mut self, id: Arc<str>, rollout: Rollout) {
+    fn insert_rollout(&mut self, limit: usize, id: Arc<str>, rollout: Rollout) {
         self.rollout_count += 1;
         self.rollouts.insert(id.clone(), rollout);
         self.rollout_order.push_back(id);
-        while self.rollout_order.len() > MAX_ROLLOUTS_IN_MEMORY {
+        while self.rollout_order.len() > limit {
             if let Some(old) = self.rollout_order.pop_front() {
                 self.rollouts.remove(&old);
             }
@@ -1053,6 +1053,7 @@ mod tests {
     fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> super::super::SessionEnv {
         super::super::SessionEnv {
             correlation_ttl: ttl,
+            rollouts_in_memory: 1000,
             store,
             optimizer: OptimizerConfig {
                 minibatch_size: 3,
@@ -1337,6 +1338,88 @@ mod tests {
             Err(StoreError("disk full".into()))
         }
         fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+    }
+
+    /// A store whose reward commits wait until the test opens the gate.
+    struct GatedStore {
+        gate: tokio::sync::Semaphore,
+        reward_writes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for GatedStore {
+        fn rollout_key(&self) -> Option<[u8; 32]> {
+            Some([2; 32])
+        }
+        fn session_created(&self, _: &Session) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn reward_recorded(&self, _: RewardWrite) -> Result<RewardCommit, StoreError> {
+            self.reward_writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _permit = self.gate.acquire().await;
+            Ok(RewardCommit::Inserted)
+        }
+        fn lookup_rollout(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<crate::store::StoredRollout>, StoreError> {
+            Ok(None)
+        }
+        fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reward_arriving_while_the_first_commits_waits_and_is_a_duplicate() {
+        let store = Arc::new(GatedStore {
+            gate: tokio::sync::Semaphore::new(0),
+            reward_writes: Default::default(),
+        });
+        let reg = registry(10, Duration::from_secs(60), store.clone());
+        let s = reg
+            .create(NewSession {
+                baseline_instruction: "x".into(),
+                settings: settings(),
+                metadata: None,
+            })
+            .unwrap();
+        let t = ok_call(&s, None);
+        let writes = || {
+            store
+                .reward_writes
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let first = tokio::spawn({
+            let (s, req) = (s.clone(), reward(&t.rollout_id, 0.5));
+            async move { s.reward(req).await }
+        });
+        while writes() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let (s, req) = (s.clone(), reward(&t.rollout_id, 0.5));
+            async move { s.reward(req).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(writes(), 1, "the second reward waits instead of writing");
+        assert!(
+            !second.is_finished(),
+            "nor is it answered before the commit"
+        );
+        store.gate.add_permits(10);
+        assert!(!first.await.unwrap().unwrap().duplicate);
+        assert!(second.await.unwrap().unwrap().duplicate);
+        assert_eq!((writes(), s.state.lock().reward_count), (1, 1));
     }
 
     #[tokio::test]

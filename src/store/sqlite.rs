@@ -34,9 +34,7 @@ use super::{
     StateStore, StoreError, StoreProbe, StoredRollout,
 };
 use crate::rewrite::CapturedMessage;
-use crate::sessions::{
-    rfc3339, Candidate, GepaSettings, Reward, Rollout, Session, Status, MAX_ROLLOUTS_IN_MEMORY,
-};
+use crate::sessions::{rfc3339, Candidate, GepaSettings, Reward, Rollout, Session, Status};
 
 /// The schema this build writes. Each step of [`MIGRATIONS`] moves one version forward.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -154,15 +152,23 @@ struct Open {
 pub struct SqliteStore {
     path: PathBuf,
     retention_days: u32,
+    /// Rollouts per session the restore brings back into memory.
+    rollouts_in_memory: usize,
     probe: StoreProbe,
     open: OnceLock<Open>,
 }
 
 impl SqliteStore {
-    pub fn new(path: PathBuf, retention_days: u32, probe: StoreProbe) -> Self {
+    pub fn new(
+        path: PathBuf,
+        retention_days: u32,
+        rollouts_in_memory: usize,
+        probe: StoreProbe,
+    ) -> Self {
         SqliteStore {
             path,
             retention_days,
+            rollouts_in_memory,
             probe,
             open: OnceLock::new(),
         }
@@ -217,7 +223,8 @@ impl SqliteStore {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         read_candidates(&conn, &self.path, &index, &mut sessions)?;
-        read_rollouts(&conn, &self.path, &index, &mut sessions)?;
+        let keep = self.rollouts_in_memory;
+        read_rollouts(&conn, &self.path, &index, keep, &mut sessions)?;
         read_rewards(&conn, &self.path, &index, &mut sessions)?;
         Ok(sessions)
     }
@@ -664,12 +671,13 @@ fn read_candidates(
     Ok(())
 }
 
-/// The newest [`MAX_ROLLOUTS_IN_MEMORY`] rollouts of each session, in creation order: one
+/// The newest `keep` rollouts of each session, in creation order: one
 /// backward scan of the table in insertion order (no sort, no index).
 fn read_rollouts(
     conn: &Connection,
     p: &Path,
     index: &HashMap<String, usize>,
+    keep: usize,
     sessions: &mut [RestoredSession],
 ) -> Result<(), StoreError> {
     let mut stmt = conn
@@ -688,7 +696,7 @@ fn read_rollouts(
             .as_str()
             .map_err(|e| err(p, "reading a rollout", e))?;
         let Some(&i) = index.get(sid) else { continue };
-        if sessions[i].rollouts.len() >= MAX_ROLLOUTS_IN_MEMORY {
+        if sessions[i].rollouts.len() >= keep {
             continue;
         }
         sessions[i].rollouts.push(RestoredRollout {

@@ -299,6 +299,8 @@ pub struct GatewayOptions {
     pub extra_gateway_yaml: String,
     /// `gateway.upstream.ca_file`: the PEM bundle that replaces the system roots.
     pub ca_file: Option<String>,
+    /// Extra keys of `gateway.storage`, as YAML lines indented by four spaces.
+    pub storage_yaml: String,
 }
 
 impl GatewayOptions {
@@ -312,6 +314,7 @@ impl GatewayOptions {
             read_timeout_s: 30,
             extra_gateway_yaml: String::new(),
             ca_file: None,
+            storage_yaml: String::new(),
         }
     }
 }
@@ -373,7 +376,7 @@ gateway:
     reward_token_env: "GEPA_TEST_REWARD_TOKEN"
   storage:
     path: "{dir}/gepa.db"
-  metrics:
+{storage_yaml}  metrics:
     listen: "127.0.0.1:{metrics_port}"
   limits:
     max_body_bytes: {max_body}
@@ -383,6 +386,7 @@ gateway:
             read_timeout = o.read_timeout_s,
             max_body = o.max_body_bytes,
             extra = o.extra_gateway_yaml,
+            storage_yaml = o.storage_yaml,
             ca_file = o
                 .ca_file
                 .as_ref()
@@ -433,8 +437,19 @@ gateway:
     /// Kills the gateway with SIGKILL (no shutdown of any kind) and starts it again on the
     /// same config and database, waiting until it has restored its state.
     pub async fn kill9_and_restart(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
+        self.kill9();
+        self.restart().await;
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts the gateway again (after [`Gateway::kill9`]) on the same config and
+    /// database, waiting until it has restored its state.
+    pub async fn restart(&mut self) {
         self.child = spawn_gateway(self.dir.path(), &self.envs);
         self.wait_healthy().await;
     }
