@@ -38,6 +38,8 @@ pub struct GatewayState {
     pub credentials: Credentials,
     /// True once state is restored and the listener serves (`/readyz`).
     pub ready: AtomicBool,
+    /// Set when a graceful upgrade or shutdown began: the session API has moved on.
+    pub handed_over: AtomicBool,
     pub metrics: Arc<Metrics>,
     /// The durable store, when `storage.backend` is `sqlite`.
     pub sqlite: Option<Arc<SqliteStore>>,
@@ -111,6 +113,7 @@ impl GatewayState {
             credentials,
             // A durable store must be restored (after Pingora's fork) before serving.
             ready: AtomicBool::new(sqlite.is_none()),
+            handed_over: AtomicBool::new(false),
             sqlite,
             config,
         })
@@ -181,6 +184,18 @@ impl ProxyHttp for Gateway {
         if needs_state && !gw.ready.load(Ordering::Acquire) {
             let err = ApiError::Unavailable {
                 message: "the gateway is restoring its state; retry shortly".into(),
+                retry_after_s: 1,
+            };
+            fail(session, ctx, err).await?;
+            return Ok(true);
+        }
+        if (route.is_admin() || matches!(route, Route::Ready))
+            && gw.handed_over.load(Ordering::Acquire)
+        {
+            // Closing the connection sends the client's retry to the successor process.
+            session.set_keepalive(None);
+            let err = ApiError::Unavailable {
+                message: "this gateway process has handed over to its successor; retry".into(),
                 retry_after_s: 1,
             };
             fail(session, ctx, err).await?;

@@ -1,7 +1,7 @@
 //! Wiring: command line, config, and the Pingora server with the gateway service.
 
 use pingora_core::server::configuration::Opt;
-use pingora_core::server::Server;
+use pingora_core::server::{ExecutionPhase, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
@@ -57,12 +57,13 @@ fn serve(opt: Opt, config: Config) -> ! {
     if gateway.storage.backend == StorageBackend::Sqlite {
         // Fail fast, before forking, on a path that cannot hold the database; the
         // connection itself is opened after the fork (see StoreLoader).
-        if let Err(e) = crate::store::sqlite::check(&gateway.storage.path) {
+        if let Err(e) = crate::store::sqlite::check(&gateway.storage.path, opt.upgrade) {
             eprintln!("gepa-gateway: storage error: {}", e.0);
             std::process::exit(1);
         }
     }
     let listen = gateway.listen.to_string();
+    let take_over = opt.upgrade;
     let mut server_opt = opt;
     // The gateway's own file is not a Pingora conf file; Pingora gets the parsed part.
     server_opt.conf = None;
@@ -99,7 +100,18 @@ fn serve(opt: Opt, config: Config) -> ! {
         wake: state.sessions.env().proposer_wake.clone(),
     };
     pingora.add_service(background_service("proposer", proposer));
-    pingora.add_service(background_service("store", StoreLoader { state }));
+    let phases = pingora.watch_execution_phase();
+    pingora.add_service(background_service(
+        "handover",
+        Handover {
+            state: state.clone(),
+            phases: parking_lot::Mutex::new(Some(phases)),
+        },
+    ));
+    pingora.add_service(background_service(
+        "store",
+        StoreLoader { state, take_over },
+    ));
     log::info!("gepa-gateway listening on {listen}");
     pingora.run_forever()
 }
@@ -109,6 +121,8 @@ fn serve(opt: Opt, config: Config) -> ! {
 /// opened is fatal: the process exits with the reason, which names the path.
 struct StoreLoader {
     state: Arc<GatewayState>,
+    /// Started with `-u`: wait for the old process to hand the database over.
+    take_over: bool,
 }
 
 #[async_trait]
@@ -118,8 +132,9 @@ impl BackgroundService for StoreLoader {
             return;
         };
         let started = std::time::Instant::now();
+        let take_over = self.take_over;
         let loaded = tokio::task::spawn_blocking(move || {
-            store.open()?;
+            store.open(take_over)?;
             store.restore()
         })
         .await;
@@ -140,6 +155,46 @@ impl BackgroundService for StoreLoader {
                 log::error!("store: restoring failed: {e}");
                 std::process::exit(1);
             }
+        }
+    }
+}
+
+/// Hands the session API and the database over when Pingora starts a graceful upgrade
+/// (SIGQUIT: the listeners go to the new process) or a graceful shutdown (SIGTERM).
+///
+/// Pingora keeps the old process accepting for a few seconds after it sent its listeners,
+/// and serving kept-alive connections through the grace period, so both processes run
+/// at once. From the hand-over on, the old process answers the session API with 503 and
+/// `Connection: close` (the client retries on a new connection, which reaches the new
+/// process), commits what it already acknowledged, and releases the database, which the
+/// new process waits for before it restores. Proxied calls go on being served.
+struct Handover {
+    state: Arc<GatewayState>,
+    phases: parking_lot::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+}
+
+#[async_trait]
+impl BackgroundService for Handover {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().take() else {
+            return;
+        };
+        loop {
+            let phase = tokio::select! {
+                p = phases.recv() => p,
+                _ = shutdown.changed() => break,
+            };
+            match phase {
+                Ok(ExecutionPhase::GracefulUpgradeTransferringFds)
+                | Ok(ExecutionPhase::GracefulTerminate) => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+        self.state.handed_over.store(true, Ordering::Release);
+        log::info!("handing over: the session API now answers 503 here");
+        if let Some(store) = &self.state.sqlite {
+            store.hand_over().await;
         }
     }
 }

@@ -236,7 +236,7 @@ fn bad_database_files_are_refused_naming_the_path() {
 fn a_database_of_the_first_schema_version_opens() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v1.db");
-    gepa_gateway::store::sqlite::check(&db).unwrap();
+    gepa_gateway::store::sqlite::check(&db, false).unwrap();
     let probe = gepa_gateway::store::StoreProbe::new().unwrap();
     let store = gepa_gateway::store::sqlite::SqliteStore::new(db.clone(), 30, 1000, probe);
     let c = rusqlite::Connection::open(&db).unwrap();
@@ -250,7 +250,7 @@ fn a_database_of_the_first_schema_version_opens() {
     assert_eq!(v, gepa_gateway::store::sqlite::SCHEMA_VERSION.to_string());
     drop(c);
     // Opening again is a no-op migration.
-    store.open().unwrap();
+    store.open(false).unwrap();
     assert!(store.restore().unwrap().is_empty());
 }
 
@@ -446,4 +446,115 @@ async fn concurrent_rewards_count_once_on(gw: Gateway) {
     assert_eq!((firsts, duplicates), (1, 19));
     assert_eq!((contested_wins, conflicts), (1, 19));
     assert_eq!(gw.get_session(&id).await["reward_count"], 2);
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_database_is_refused() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let other = tempfile::tempdir().unwrap();
+    let err = start_failure(other.path(), &gw.db_path());
+    assert!(
+        err.contains("another gateway process")
+            && err.contains(&gw.db_path().display().to_string()),
+        "{err}"
+    );
+    // The running one is unaffected.
+    assert_eq!(gw.create_session("x").await["status"], "started");
+}
+
+#[tokio::test]
+async fn retention_drops_old_captured_text_and_keeps_counts() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.storage_yaml = "    retention_days: 1\n".into();
+    let mut gw = Gateway::start_with(o).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = call(&gw, &id, None).await;
+    let recent = call(&gw, &id, None).await;
+    wait_for_flushed_rollouts(&gw, 2).await;
+    gw.kill9();
+    let c = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let aged = c
+        .execute(
+            "UPDATE rollouts SET created_at = '2020-01-01T00:00:00Z' WHERE id = ?1",
+            [&old],
+        )
+        .unwrap();
+    assert_eq!(aged, 1);
+    drop(c);
+    gw.restart().await; // the writer applies retention at start-up, then hourly
+
+    let captured = |rollout: &str| -> (String, Option<String>) {
+        let c = rusqlite::Connection::open(gw.db_path()).unwrap();
+        c.query_row(
+            "SELECT input, output FROM rollouts WHERE id = ?1",
+            [rollout],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    for _ in 0..200 {
+        if captured(&old).0 == "[]" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(captured(&old), ("[]".to_string(), None), "old text dropped");
+    let (input, output) = captured(&recent);
+    assert!(
+        input.contains("user") && output.is_some(),
+        "recent text kept"
+    );
+    // Counts stay, and the old rollout can still be rewarded.
+    assert_eq!(gw.get_session(&id).await["rollout_count"], 2);
+    assert_eq!(gw.reward(&id, reward(&old, 1.0, 1)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_database_locked_by_another_program_gives_503_and_loses_nothing() {
+    let mock = MockUpstream::start().await;
+    let gw = Gateway::start(&mock).await;
+    let id = gw.create_session("x").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = call(&gw, &id, None).await;
+    wait_for_flushed_rollouts(&gw, 1).await;
+
+    // Another program takes the database's write lock and holds it.
+    let db = gw.db_path();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    // The write waits out the busy timeout, then fails: a 503 that counts nothing.
+    let (status, v) = gw.reward(&id, reward(&r, 1.0, 1)).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("gepa.db"),
+        "{v}"
+    );
+    // Proxied traffic never waits on the disk.
+    call(&gw, &id, None).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+
+    assert_eq!(gw.get_session(&id).await["reward_count"], 0);
+    let (status, v) = gw.reward(&id, reward(&r, 1.0, 1)).await;
+    assert_eq!(
+        (status, v["duplicate"].as_bool()),
+        (200, Some(false)),
+        "{v}"
+    );
+    assert_eq!(gw.get_session(&id).await["reward_count"], 1);
 }

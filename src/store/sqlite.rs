@@ -151,6 +151,13 @@ struct Open {
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// `<path>.lock`, held (flock) while this process may acknowledge writes: a second,
+    /// independent gateway on the same database is refused, and during an upgrade the
+    /// new process restores only once the old one has handed over.
+    lock: Mutex<Option<std::fs::File>>,
+    /// Set once this process has handed the database over: acknowledged writes are then
+    /// refused (write-behind rollout records still go in).
+    handed_over: parking_lot::RwLock<bool>,
     retention_days: u32,
     /// Rollouts per session the restore brings back into memory.
     rollouts_in_memory: usize,
@@ -167,6 +174,8 @@ impl SqliteStore {
     ) -> Self {
         SqliteStore {
             path,
+            lock: Mutex::new(None),
+            handed_over: parking_lot::RwLock::new(false),
             retention_days,
             rollouts_in_memory,
             probe,
@@ -178,11 +187,14 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Opens the database (migrating it forward) and starts the writer thread.
-    pub fn open(&self) -> Result<(), StoreError> {
+    /// Takes the database's lock, opens it (migrating it forward) and starts the writer
+    /// thread. `take_over`: another process holding the lock is the one this process
+    /// upgrades from, so wait for it to hand over instead of refusing to start.
+    pub fn open(&self, take_over: bool) -> Result<(), StoreError> {
         if self.open.get().is_some() {
             return Ok(());
         }
+        *self.lock.lock() = Some(take_lock(&self.path, take_over)?);
         let reader = connect(&self.path)?;
         let rollout_key = load_rollout_key(&reader, &self.path)?;
         let writer = connect(&self.path)?;
@@ -229,6 +241,49 @@ impl SqliteStore {
         Ok(sessions)
     }
 
+    /// Queues an acknowledged change, unless this process has handed over: the check and
+    /// the send happen under the hand-over lock, so no change slips in behind the
+    /// hand-over's final flush.
+    fn enqueue_change(&self, change: Change, reply: Reply) -> Result<(), StoreError> {
+        let handed_over = self.handed_over.read();
+        if *handed_over {
+            return Err(StoreError(
+                "this gateway process has handed the database over to its successor".into(),
+            ));
+        }
+        self.enqueue(WriteOp::Change(change, reply))
+    }
+
+    /// Stops acknowledging writes, waits until everything queued has committed, and
+    /// releases the database's lock, so a successor (`-u` upgrade) restores a state that
+    /// includes every write this process acknowledged. Rollout records of calls still
+    /// served go on being written behind.
+    pub async fn hand_over(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut handed_over = self.handed_over.write();
+            if *handed_over {
+                return;
+            }
+            *handed_over = true;
+            let flush = Change::Statements {
+                what: "flushing before the hand-over",
+                statements: vec![],
+            };
+            if self
+                .enqueue(WriteOp::Change(flush, Reply::Async(tx)))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Ok(Err(e)) = rx.await {
+            log::error!("store: flushing before the hand-over failed: {}", e.0);
+        }
+        self.lock.lock().take();
+        log::info!("store: handed {} over", self.path.display());
+    }
+
     fn enqueue(&self, op: WriteOp) -> Result<(), StoreError> {
         let open = self.opened()?;
         self.probe.queue_depth.inc();
@@ -247,7 +302,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
         let change = Change::Statements { what, statements };
-        self.enqueue(WriteOp::Change(change, Reply::Blocking(tx)))?;
+        self.enqueue_change(change, Reply::Blocking(tx))?;
         match rx.recv() {
             Ok(outcome) => outcome.map(|_| ()),
             Err(_) => Err(err(&self.path, what, "the store writer has stopped")),
@@ -255,10 +310,59 @@ impl SqliteStore {
     }
 }
 
-/// Checks that the database at `path` can be created or opened and is not from a newer
-/// version, without keeping a connection (safe before Pingora forks).
-pub fn check(path: &Path) -> Result<(), StoreError> {
-    connect(path).map(|_| ())
+/// Checks that the database at `path` can be created or opened, is not from a newer
+/// version and (unless `take_over`) is not in use by another gateway, without keeping a
+/// connection or the lock (safe before Pingora forks).
+pub fn check(path: &Path, take_over: bool) -> Result<(), StoreError> {
+    connect(path)?;
+    if !take_over {
+        take_lock(path, false)?;
+    }
+    Ok(())
+}
+
+/// Takes `<path>.lock` (flock; the kernel releases it when the process dies, even by
+/// `kill -9`). Held by another process: an error, or with `take_over` a wait until that
+/// process hands over or exits.
+fn take_lock(path: &Path, take_over: bool) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| err(&lock_path, "opening the database's lock file", e))?;
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if take_over => {
+                let since = *waiting_since.get_or_insert_with(|| {
+                    log::info!(
+                        "store: waiting for the previous gateway process to hand over {}",
+                        path.display()
+                    );
+                    Instant::now()
+                });
+                if since.elapsed() > Duration::from_secs(600) {
+                    return Err(err(path, "taking over the database", "the previous gateway process did not hand it over within 10 minutes"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(err(
+                    path,
+                    "refusing the database",
+                    "another gateway process is using it; stop that one, or start this one with -u to take over from it",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(err(&lock_path, "locking the database", e))
+            }
+        }
+    }
 }
 
 fn text(s: &str) -> SqlValue {
@@ -813,7 +917,7 @@ impl StateStore for SqliteStore {
 
     async fn reward_recorded(&self, write: RewardWrite) -> Result<RewardCommit, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(WriteOp::Change(Change::Reward(write), Reply::Async(tx)))?;
+        self.enqueue_change(Change::Reward(write), Reply::Async(tx))?;
         rx.await.unwrap_or_else(|_| {
             Err(err(
                 &self.path,

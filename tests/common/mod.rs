@@ -321,8 +321,12 @@ impl GatewayOptions {
 
 /// Starts the gateway binary on `dir/gateway.yaml`, appending its stderr to `dir/gateway.log`.
 fn spawn_gateway(dir: &std::path::Path, envs: &[(String, String)]) -> Child {
+    spawn_gateway_with(dir, envs, &[])
+}
+
+fn spawn_gateway_with(dir: &std::path::Path, envs: &[(String, String)], args: &[&str]) -> Child {
     let mut cmd = Command::new(gateway_bin());
-    cmd.arg("-c").arg(dir.join("gateway.yaml"));
+    cmd.arg("-c").arg(dir.join("gateway.yaml")).args(args);
     for var in ["GEPA_TEST_ADMIN_TOKEN", "GEPA_TEST_REWARD_TOKEN"] {
         cmd.env_remove(var);
     }
@@ -361,6 +365,8 @@ impl Gateway {
 threads: 2
 pid_file: {dir}/gw.pid
 upgrade_sock: {dir}/gw-upgrade.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
 gateway:
   listen: "127.0.0.1:{port}"
   public_url: "http://127.0.0.1:{port}"
@@ -451,6 +457,34 @@ gateway:
     /// database, waiting until it has restored its state.
     pub async fn restart(&mut self) {
         self.child = spawn_gateway(self.dir.path(), &self.envs);
+        self.wait_healthy().await;
+    }
+
+    /// Upgrades as an operator would: starts a new process with `-u` on the same config,
+    /// waits until it listens on the upgrade socket, and sends the running one SIGQUIT.
+    /// Returns the old process (it exits after Pingora's close timeout and grace period);
+    /// `self` is the new one from now on. Does not wait for the new one to be ready.
+    pub async fn upgrade(&mut self) -> Child {
+        let sock = self.dir.path().join("gw-upgrade.sock");
+        let _ = std::fs::remove_file(&sock);
+        let new = spawn_gateway_with(self.dir.path(), &self.envs, &["-u"]);
+        for _ in 0..400 {
+            if sock.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sock.exists(), "the new process listens for the listeners");
+        let status = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::mem::replace(&mut self.child, new)
+    }
+
+    /// Waits (polling /readyz) until a process serves state on the listener.
+    pub async fn wait_ready(&self) {
         self.wait_healthy().await;
     }
 
