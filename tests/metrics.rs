@@ -129,6 +129,10 @@ async fn metrics_cover_requests_sessions_and_pass_promtool() {
         Some(1.0)
     );
     assert!(!text.contains("ro_"), "no rollout ids in labels");
+    // The durable store's writer reports its commits (the session and the reward).
+    assert!(sample(&text, "gepa_store_commit_seconds_count").is_some_and(|n| n >= 2.0));
+    assert!(sample(&text, "gepa_store_batch_writes_sum").is_some_and(|n| n >= 2.0));
+    assert!(text.contains("gepa_store_queue_depth "), "{text}");
 
     // promtool (Debian's prometheus package; .ci/run installs it) must accept the exposition.
     let mut child = Command::new("promtool")
