@@ -537,24 +537,33 @@ async fn a_database_locked_by_another_program_gives_503_and_loses_nothing() {
         c.execute_batch("ROLLBACK").unwrap();
     });
     locked_rx.recv().unwrap();
-    // The write waits out the busy timeout, then fails: a 503 that counts nothing.
+    // Proxied traffic never waits on the disk; the record of this call cannot be written
+    // yet and is kept for a retry.
+    let during = call(&gw, &id, None).await;
+    // An acknowledged write waits out the busy timeout, then fails: a 503 that counts
+    // nothing.
     let (status, v) = gw.reward(&id, reward(&r, 1.0, 1)).await;
     assert_eq!(status, 503, "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("gepa.db"),
         "{v}"
     );
-    // Proxied traffic never waits on the disk.
-    call(&gw, &id, None).await;
+    assert_eq!(gw.get_session(&id).await["reward_count"], 0);
     release_tx.send(()).unwrap();
     holder.join().unwrap();
+    wait_for_flushed_rollouts(&gw, 2).await;
 
-    assert_eq!(gw.get_session(&id).await["reward_count"], 0);
     let (status, v) = gw.reward(&id, reward(&r, 1.0, 1)).await;
     assert_eq!(
         (status, v["duplicate"].as_bool()),
         (200, Some(false)),
         "{v}"
     );
-    assert_eq!(gw.get_session(&id).await["reward_count"], 1);
+    assert_eq!(gw.reward(&id, reward(&during, 0.5, 2)).await.0, 200);
+    assert_eq!(gw.get_session(&id).await["reward_count"], 2);
+    assert!(
+        gw.log().contains("1 rollout records kept for a retry"),
+        "{}",
+        gw.log()
+    );
 }

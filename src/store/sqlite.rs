@@ -90,6 +90,11 @@ CREATE TABLE rewards (
 const MAX_BATCH: usize = 1024;
 /// How often the writer applies retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How soon rollout records of a failed batch are retried when nothing else arrives.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Most rollout records kept for a retry while the database refuses writes (about 3 KiB
+/// each); the oldest beyond are dropped, with an error in the log.
+const MAX_RETAINED_ROLLOUTS: usize = 100_000;
 
 fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{what} ({}): {e}", path.display()))
@@ -123,6 +128,15 @@ enum Change {
         statements: Vec<(&'static str, Vec<SqlValue>)>,
     },
     Reward(RewardWrite),
+}
+
+impl Change {
+    fn what(&self) -> &'static str {
+        match self {
+            Change::Statements { what, .. } => what,
+            Change::Reward(_) => "recording a reward",
+        }
+    }
 }
 
 type Outcome = Result<RewardCommit, StoreError>;
@@ -433,7 +447,10 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| err(path, "opening the database", e))?;
-    conn.busy_timeout(Duration::from_secs(5))
+    // Only this process's two connections (and, during an upgrade, the old process's
+    // write-behind) contend for the database; a lock held longer means something else
+    // holds it, and the write should fail (503) rather than hang the request.
+    conn.busy_timeout(Duration::from_secs(2))
         .map_err(|e| err(path, "configuring the database", e))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| err(path, "enabling WAL (is this a SQLite database?)", e))?;
@@ -495,21 +512,28 @@ struct WriterJob {
 
 impl WriterJob {
     /// Waits for work, takes everything that queued up meanwhile (up to [`MAX_BATCH`]),
-    /// and commits it in one transaction. Ends when the store is dropped.
+    /// and commits it in one transaction. Rollout records of a batch that failed (a
+    /// locked database, a full disk) are kept and retried with the next one, up to
+    /// [`MAX_RETAINED_ROLLOUTS`]. Ends when the store is dropped.
     fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
         let mut next_retention = Instant::now();
+        let mut retained: Vec<RolloutRow> = Vec::new();
         loop {
             if Instant::now() >= next_retention {
                 self.apply_retention();
                 next_retention = Instant::now() + RETENTION_EVERY;
             }
-            let wait = next_retention.saturating_duration_since(Instant::now());
-            let first = match rx.recv_timeout(wait) {
-                Ok(op) => op,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            let mut wait = next_retention.saturating_duration_since(Instant::now());
+            if !retained.is_empty() {
+                wait = wait.min(RETRY_EVERY);
+            }
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(op) => batch.push(op),
+                Err(mpsc::RecvTimeoutError::Timeout) if retained.is_empty() => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let mut batch = vec![first];
+            }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(op) => batch.push(op),
@@ -517,52 +541,82 @@ impl WriterJob {
                 }
             }
             self.probe.queue_depth.sub(batch.len() as i64);
-            self.probe.batch_size.observe(batch.len() as f64);
+            let mut rows = std::mem::take(&mut retained);
+            let mut changes = Vec::new();
+            for op in batch {
+                match op {
+                    WriteOp::Rollout(row) => rows.push(row),
+                    WriteOp::Change(change, reply) => changes.push((change, reply)),
+                }
+            }
+            self.probe
+                .batch_size
+                .observe((rows.len() + changes.len()) as f64);
             let started = Instant::now();
-            self.commit(batch);
+            if let Err(e) = self.commit(&rows, changes) {
+                log::error!(
+                    "store ({}): a write batch failed, {} rollout records kept for a retry: {e}",
+                    self.path.display(),
+                    rows.len()
+                );
+                retained = rows;
+                if retained.len() > MAX_RETAINED_ROLLOUTS {
+                    let dropped = retained.len() - MAX_RETAINED_ROLLOUTS;
+                    retained.drain(..dropped);
+                    log::error!(
+                        "store: {dropped} rollout records dropped (their ids stay rewardable)"
+                    );
+                }
+            }
             self.probe
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
     }
 
-    /// Commits one batch and answers each change: its own outcome if the transaction
-    /// committed, else the commit's error.
-    fn commit(&mut self, batch: Vec<WriteOp>) {
-        let path = self.path.clone();
-        let mut answers: Vec<(Reply, Outcome)> = Vec::new();
+    /// Commits rollout records and changes in one transaction, then answers each change:
+    /// its own outcome (a change that breaks a constraint fails alone), or, when the
+    /// transaction as a whole failed, that error.
+    fn commit(
+        &mut self,
+        rows: &[RolloutRow],
+        changes: Vec<(Change, Reply)>,
+    ) -> rusqlite::Result<()> {
+        let (changes, replies): (Vec<Change>, Vec<Reply>) = changes.into_iter().unzip();
+        let mut outcomes = Vec::with_capacity(changes.len());
         let committed = (|| -> rusqlite::Result<()> {
-            let mut tx = self.conn.transaction()?;
-            for op in batch {
-                match op {
-                    WriteOp::Rollout(row) => {
-                        if let Err(e) = insert_rollout(&tx, &row) {
-                            log::error!(
-                                "store ({}): writing a rollout record failed: {e}",
-                                path.display()
-                            );
-                        }
+            // IMMEDIATE takes the write lock up front: a database locked by someone else
+            // fails the batch once (after the busy timeout), not once per statement.
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for row in rows {
+                insert_rollout(&tx, row)?;
+            }
+            for change in &changes {
+                match apply_in_savepoint(&mut tx, change) {
+                    Ok(o) => outcomes.push(Ok(o)),
+                    Err(e) if is_constraint(&e) => {
+                        outcomes.push(Err(err(&self.path, change.what(), e)))
                     }
-                    WriteOp::Change(change, reply) => {
-                        let outcome = apply_in_savepoint(&mut tx, &change, &path);
-                        answers.push((reply, outcome));
-                    }
+                    Err(e) => return Err(e),
                 }
             }
             tx.commit()
         })();
         match committed {
             Ok(()) => {
-                for (reply, outcome) in answers {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     reply.send(outcome);
                 }
+                Ok(())
             }
             Err(e) => {
-                let e = err(&path, "committing", e);
-                log::error!("store: {}", e.0);
-                for (reply, _) in answers {
-                    reply.send(Err(e.clone()));
+                let failed = err(&self.path, "committing", &e);
+                for reply in replies {
+                    reply.send(Err(failed.clone()));
                 }
+                Err(e)
             }
         }
     }
@@ -590,12 +644,11 @@ impl WriterJob {
 }
 
 /// Applies one change in its own savepoint: a change that fails is rolled back alone.
-fn apply_in_savepoint(tx: &mut rusqlite::Transaction<'_>, change: &Change, path: &Path) -> Outcome {
-    let what = match change {
-        Change::Statements { what, .. } => *what,
-        Change::Reward(_) => "recording a reward",
-    };
-    let sp = tx.savepoint().map_err(|e| err(path, what, e))?;
+fn apply_in_savepoint(
+    tx: &mut rusqlite::Transaction<'_>,
+    change: &Change,
+) -> rusqlite::Result<RewardCommit> {
+    let sp = tx.savepoint()?;
     let outcome = match change {
         Change::Statements { statements, .. } => statements
             .iter()
@@ -605,15 +658,14 @@ fn apply_in_savepoint(tx: &mut rusqlite::Transaction<'_>, change: &Change, path:
             })
             .map(|()| RewardCommit::Inserted),
         Change::Reward(w) => insert_reward(&sp, w),
-    };
-    match outcome {
-        Ok(o) => {
-            sp.commit().map_err(|e| err(path, what, e))?;
-            Ok(o)
-        }
-        // Dropping the savepoint rolls it back.
-        Err(e) => Err(err(path, what, e)),
-    }
+    }?;
+    // Dropping the savepoint on an error above rolled it back.
+    sp.commit()?;
+    Ok(outcome)
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
 }
 
 /// Inserts a first reward, or finds the one the rollout already has (the primary key is
