@@ -174,7 +174,8 @@ impl ProposalJob {
 /// A rewarded rollout as the optimizer keeps it: enough to reflect on.
 #[derive(Debug, Clone)]
 pub struct RewardedExample {
-    pub inputs: Vec<CapturedMessage>,
+    /// Shared with the rollout it came from (no copy per reward).
+    pub inputs: std::sync::Arc<[CapturedMessage]>,
     pub output: Option<String>,
     pub reward: f64,
     pub feedback: Option<String>,
@@ -270,7 +271,7 @@ impl OptimizerState {
             .into_iter()
             .filter_map(|i| recent.get(i))
             .map(|e| ReflectionExample {
-                inputs: e.inputs.clone(),
+                inputs: e.inputs.to_vec(),
                 output: e.output.clone(),
                 reward: e.reward,
                 feedback: e.feedback.clone(),
@@ -504,7 +505,8 @@ mod tests {
             inputs: vec![CapturedMessage {
                 role: "user".into(),
                 content: format!("q{reward}"),
-            }],
+            }]
+            .into(),
             output: Some("a".into()),
             reward,
             feedback: None,

@@ -88,8 +88,9 @@ pub struct Rollout {
     pub calls_ok: u32,
     pub calls_failed: u32,
     pub reward: Option<Reward>,
-    /// The last call's non-system messages, each capped.
-    pub input: Vec<CapturedMessage>,
+    /// The last call's non-system messages, each capped (shared with the store's writer
+    /// and the optimizer's examples, which serialize or read it later).
+    pub input: Arc<[CapturedMessage]>,
     /// The last successful call's reply text, capped.
     pub output: Option<String>,
 }
@@ -283,7 +284,7 @@ impl Session {
                 calls_ok: 0,
                 calls_failed: 0,
                 reward: None,
-                input: vec![],
+                input: Arc::from([]),
                 output: None,
             },
         );
@@ -314,7 +315,7 @@ impl Session {
             } else {
                 r.calls_failed += 1;
             }
-            r.input = outcome.input;
+            r.input = outcome.input.into();
             self.env.store.rollout_finished(self, rollout_id, r);
         }
     }
@@ -1013,7 +1014,7 @@ impl Session {
                 calls_ok: ro.calls_ok,
                 calls_failed: ro.calls_failed,
                 reward: None,
-                input: ro.input,
+                input: ro.input.into(),
                 output: ro.output,
             };
             st.rollouts.insert(id.clone(), rollout);

@@ -25,7 +25,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -88,6 +88,9 @@ CREATE TABLE rewards (
 
 /// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How often the writer collects queued rollout records when no change wakes it sooner:
+/// how long a finished call's record may wait in memory before it is written.
+const ROLLOUT_FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// How often the writer applies retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How soon rollout records of a failed batch are retried when nothing else arrives.
@@ -100,26 +103,27 @@ fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{what} ({}): {e}", path.display()))
 }
 
-/// One rollout record on its way to the writer thread.
+/// One rollout record on its way to the writer thread. Encoding it (JSON, timestamps) is
+/// left to the writer, off the request path.
 struct RolloutRow {
     session_id: String,
     id: String,
     candidate_id: String,
     correlation_id: Option<String>,
-    created_at: String,
+    created_at: OffsetDateTime,
     calls_ok: u32,
     calls_failed: u32,
-    input: String,
+    input: Arc<[CapturedMessage]>,
     output: Option<String>,
 }
 
-/// One unit of work for the writer thread.
-enum WriteOp {
-    /// Written behind: nobody waits for it.
-    Rollout(RolloutRow),
-    /// Acknowledged: the requester waits for the commit.
-    Change(Change, Reply),
-}
+/// An acknowledged change on its way to the writer: the requester waits for the commit.
+type WriteOp = (Change, Reply);
+
+/// Rollout records waiting for the writer. Pushing one is all the request path does: the
+/// writer collects them every [`ROLLOUT_FLUSH_EVERY`] (or with the next change) without
+/// being woken for each, which would cost a futex wake-up and a context switch per call.
+type RolloutQueue = Arc<Mutex<Vec<RolloutRow>>>;
 
 enum Change {
     /// Statements applied together or not at all; `what` names the change in errors.
@@ -160,6 +164,7 @@ impl Reply {
 struct Open {
     reader: Mutex<Connection>,
     writer: mpsc::Sender<WriteOp>,
+    rollouts: RolloutQueue,
     rollout_key: [u8; 32],
 }
 
@@ -213,19 +218,25 @@ impl SqliteStore {
         let rollout_key = load_rollout_key(&reader, &self.path)?;
         let writer = connect(&self.path)?;
         let (tx, rx) = mpsc::channel();
+        let rollouts = RolloutQueue::default();
         let job = WriterJob {
             conn: writer,
+            full_sync: true,
             path: self.path.clone(),
             retention_days: self.retention_days,
             probe: self.probe.clone(),
         };
         std::thread::Builder::new()
             .name("gepa-store-writer".into())
-            .spawn(move || job.run(rx))
+            .spawn({
+                let rollouts = rollouts.clone();
+                move || job.run(rx, rollouts)
+            })
             .map_err(|e| err(&self.path, "starting the store writer", e))?;
         let _ = self.open.set(Open {
             reader: Mutex::new(reader),
             writer: tx,
+            rollouts,
             rollout_key,
         });
         Ok(())
@@ -265,7 +276,7 @@ impl SqliteStore {
                 "this gateway process has handed the database over to its successor".into(),
             ));
         }
-        self.enqueue(WriteOp::Change(change, reply))
+        self.enqueue((change, reply))
     }
 
     /// Stops acknowledging writes, waits until everything queued has committed, and
@@ -284,10 +295,7 @@ impl SqliteStore {
                 what: "flushing before the hand-over",
                 statements: vec![],
             };
-            if self
-                .enqueue(WriteOp::Change(flush, Reply::Async(tx)))
-                .is_err()
-            {
+            if self.enqueue((flush, Reply::Async(tx))).is_err() {
                 return;
             }
         }
@@ -505,6 +513,8 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 /// The writer thread: its connection and what it reports.
 struct WriterJob {
     conn: Connection,
+    /// Whether the connection is at `synchronous=FULL` (see [`WriterJob::commit`]).
+    full_sync: bool,
     path: PathBuf,
     retention_days: u32,
     probe: StoreProbe,
@@ -515,39 +525,42 @@ impl WriterJob {
     /// and commits it in one transaction. Rollout records of a batch that failed (a
     /// locked database, a full disk) are kept and retried with the next one, up to
     /// [`MAX_RETAINED_ROLLOUTS`]. Ends when the store is dropped.
-    fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
+    fn run(mut self, rx: mpsc::Receiver<WriteOp>, rollouts: RolloutQueue) {
         let mut next_retention = Instant::now();
         let mut retained: Vec<RolloutRow> = Vec::new();
-        loop {
+        let mut stopping = false;
+        while !stopping {
             if Instant::now() >= next_retention {
                 self.apply_retention();
                 next_retention = Instant::now() + RETENTION_EVERY;
             }
             let mut wait = next_retention.saturating_duration_since(Instant::now());
-            if !retained.is_empty() {
-                wait = wait.min(RETRY_EVERY);
-            }
-            let mut batch = Vec::new();
+            wait = wait.min(if retained.is_empty() {
+                ROLLOUT_FLUSH_EVERY
+            } else {
+                RETRY_EVERY
+            });
+            let mut changes = Vec::new();
             match rx.recv_timeout(wait) {
-                Ok(op) => batch.push(op),
-                Err(mpsc::RecvTimeoutError::Timeout) if retained.is_empty() => continue,
+                Ok(op) => changes.push(op),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                // The store is gone: write what is left, then stop.
+                Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
             }
-            while batch.len() < MAX_BATCH {
+            while changes.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(op) => batch.push(op),
+                    Ok(op) => changes.push(op),
                     Err(_) => break,
                 }
             }
-            self.probe.queue_depth.sub(batch.len() as i64);
+            let fresh = std::mem::take(&mut *rollouts.lock());
+            self.probe
+                .queue_depth
+                .sub((fresh.len() + changes.len()) as i64);
             let mut rows = std::mem::take(&mut retained);
-            let mut changes = Vec::new();
-            for op in batch {
-                match op {
-                    WriteOp::Rollout(row) => rows.push(row),
-                    WriteOp::Change(change, reply) => changes.push((change, reply)),
-                }
+            rows.extend(fresh);
+            if rows.is_empty() && changes.is_empty() {
+                continue;
             }
             self.probe
                 .batch_size
@@ -583,6 +596,21 @@ impl WriterJob {
         changes: Vec<(Change, Reply)>,
     ) -> rusqlite::Result<()> {
         let (changes, replies): (Vec<Change>, Vec<Reply>) = changes.into_iter().unzip();
+        // Acknowledged changes must survive a machine crash: their commit waits for the
+        // fsync. A batch of rollout records alone is written behind anyway (a crash may
+        // lose the last ones, and their ids stay rewardable), so it skips the fsync: in
+        // WAL mode `synchronous=NORMAL` still survives a crash of the process.
+        let full_sync = !changes.is_empty();
+        if full_sync != self.full_sync {
+            let mode = if full_sync { "FULL" } else { "NORMAL" };
+            if let Err(e) = self.conn.pragma_update(None, "synchronous", mode) {
+                for reply in replies {
+                    reply.send(Err(err(&self.path, "configuring the database", &e)));
+                }
+                return Err(e);
+            }
+            self.full_sync = full_sync;
+        }
         let mut outcomes = Vec::with_capacity(changes.len());
         let committed = (|| -> rusqlite::Result<()> {
             // IMMEDIATE takes the write lock up front: a database locked by someone else
@@ -725,10 +753,10 @@ fn insert_rollout(conn: &Connection, r: &RolloutRow) -> rusqlite::Result<()> {
         r.id,
         r.candidate_id,
         r.correlation_id,
-        r.created_at,
+        rfc3339(r.created_at),
         r.calls_ok,
         r.calls_failed,
-        r.input,
+        encode_messages(&r.input),
         r.output
     ])?;
     Ok(())
@@ -1022,14 +1050,17 @@ impl StateStore for SqliteStore {
             id: rollout_id.to_string(),
             candidate_id: rollout.candidate.id.clone(),
             correlation_id: rollout.correlation_id.clone(),
-            created_at: rfc3339(rollout.created_at),
+            created_at: rollout.created_at,
             calls_ok: rollout.calls_ok,
             calls_failed: rollout.calls_failed,
-            input: encode_messages(&rollout.input),
+            input: rollout.input.clone(),
             output: rollout.output.clone(),
         };
-        if let Err(e) = self.enqueue(WriteOp::Rollout(row)) {
-            log::error!("store: a rollout record was not written: {}", e.0);
-        }
+        let Ok(open) = self.opened() else {
+            log::error!("store: a rollout record was not written: the store is not open");
+            return;
+        };
+        self.probe.queue_depth.inc();
+        open.rollouts.lock().push(row);
     }
 }
