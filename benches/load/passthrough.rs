@@ -5,7 +5,8 @@
 //!
 //! `cargo run --release --example passthrough -- LISTEN_IP:PORT UPSTREAM_IP:PORT [THREADS]`
 //!
-//! THREADS defaults to 2, the gateway's `threads` in conf/gateway.yaml.
+//! THREADS defaults to 2, the gateway's `threads` in conf/gateway.yaml. It uses the same
+//! allocator as the gateway (mimalloc), so the comparison is between what the two do.
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -14,6 +15,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_proxy::{http_proxy_service_with_name, ProxyHttp, Session};
 use std::net::SocketAddr;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Passthrough {
     upstream: SocketAddr,
