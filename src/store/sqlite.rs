@@ -37,10 +37,12 @@ use crate::rewrite::CapturedMessage;
 use crate::sessions::{rfc3339, Candidate, GepaSettings, Reward, Rollout, Session, Status};
 
 /// The schema this build writes. Each step of [`MIGRATIONS`] moves one version forward.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
+/// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Public so that tests can
+/// build a database of an older version.
+pub const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -84,7 +86,11 @@ CREATE TABLE rewards (
     created_at TEXT NOT NULL,
     PRIMARY KEY (session_id, rollout_id)
 );
-"#];
+"#,
+    // 2: the restore counts each candidate's rollouts during its scan of the table, so
+    // this index only cost every rollout insert a second B-tree write.
+    "DROP INDEX IF EXISTS rollouts_by_candidate;",
+];
 
 /// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -259,9 +265,9 @@ impl SqliteStore {
             .enumerate()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
-        read_candidates(&conn, &self.path, &index, &mut sessions)?;
         let keep = self.rollouts_in_memory;
-        read_rollouts(&conn, &self.path, &index, keep, &mut sessions)?;
+        let issued = read_rollouts(&conn, &self.path, &index, keep, &mut sessions)?;
+        read_candidates(&conn, &self.path, &index, &issued, &mut sessions)?;
         read_rewards(&conn, &self.path, &index, &mut sessions)?;
         Ok(sessions)
     }
@@ -815,19 +821,9 @@ fn read_candidates(
     conn: &Connection,
     p: &Path,
     index: &HashMap<String, usize>,
+    issued: &[HashMap<String, u64>],
     sessions: &mut [RestoredSession],
 ) -> Result<(), StoreError> {
-    // How many rollouts each candidate served (index-only: rollouts_by_candidate).
-    let mut issued: HashMap<(String, String), u64> = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT session_id, candidate_id, COUNT(*) FROM rollouts GROUP BY session_id, candidate_id")
-        .map_err(|e| err(p, "counting rollouts", e))?;
-    let mut rows = stmt.query([]).map_err(|e| err(p, "counting rollouts", e))?;
-    while let Some(r) = rows.next().map_err(|e| err(p, "counting rollouts", e))? {
-        let field = |e| err(p, "counting rollouts", e);
-        let n = u64::try_from(r.get::<_, i64>(2).map_err(field)?).unwrap_or_default();
-        issued.insert((r.get(0).map_err(field)?, r.get(1).map_err(field)?), n);
-    }
     let mut stmt = conn
         .prepare(
             "SELECT session_id, id, instruction, parent_ids, archived, created_at \
@@ -843,7 +839,7 @@ fn read_candidates(
         let Some(&i) = index.get(&sid) else { continue };
         let id: String = r.get(1).map_err(field)?;
         sessions[i].candidates.push(RestoredCandidate {
-            issued: issued.get(&(sid, id.clone())).copied().unwrap_or(0),
+            issued: issued[i].get(&id).copied().unwrap_or(0),
             id,
             instruction: r.get(2).map_err(field)?,
             parent_ids: serde_json::from_str(&r.get::<_, String>(3).map_err(field)?)
@@ -855,15 +851,17 @@ fn read_candidates(
     Ok(())
 }
 
-/// The newest `keep` rollouts of each session, in creation order: one
-/// backward scan of the table in insertion order (no sort, no index).
+/// The newest `keep` rollouts of each session, in creation order, and how many rollouts
+/// each candidate served (per session, by candidate id): one backward scan of the table
+/// in insertion order (no sort, no index).
 fn read_rollouts(
     conn: &Connection,
     p: &Path,
     index: &HashMap<String, usize>,
     keep: usize,
     sessions: &mut [RestoredSession],
-) -> Result<(), StoreError> {
+) -> Result<Vec<HashMap<String, u64>>, StoreError> {
+    let mut issued: Vec<HashMap<String, u64>> = vec![HashMap::new(); sessions.len()];
     let mut stmt = conn
         .prepare(
             "SELECT session_id, id, candidate_id, correlation_id, created_at, calls_ok, \
@@ -880,6 +878,17 @@ fn read_rollouts(
             .as_str()
             .map_err(|e| err(p, "reading a rollout", e))?;
         let Some(&i) = index.get(sid) else { continue };
+        let candidate = r
+            .get_ref(2)
+            .map_err(field)?
+            .as_str()
+            .map_err(|e| err(p, "reading a rollout", e))?;
+        match issued[i].get_mut(candidate) {
+            Some(n) => *n += 1,
+            None => {
+                issued[i].insert(candidate.to_string(), 1);
+            }
+        }
         if sessions[i].rollouts.len() >= keep {
             continue;
         }
@@ -897,7 +906,7 @@ fn read_rollouts(
     for s in sessions.iter_mut() {
         s.rollouts.reverse();
     }
-    Ok(())
+    Ok(issued)
 }
 
 fn read_rewards(
