@@ -101,14 +101,42 @@ fn decode(encoding: Encoding, raw: &[u8]) -> Option<Vec<u8>> {
     res.ok().map(|_| out)
 }
 
+/// The part of a chat completion the capture reads. Typed, so that everything else in
+/// the reply is skipped rather than built into a `Value` (this runs on every call).
+#[derive(serde::Deserialize)]
+struct Completion<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<CompletionChoice<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompletionChoice<'a> {
+    #[serde(borrow)]
+    message: Option<CompletionMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CompletionMessage<'a> {
+    #[serde(borrow)]
+    content: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a serde_json::value::RawValue>,
+}
+
 /// `choices[0].message.content`, or the tool calls as JSON when there is no content.
 fn json_reply_text(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let msg = v.get("choices")?.get(0)?.get("message")?;
-    match msg.get("content") {
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => msg.get("tool_calls").map(|t| t.to_string()),
+    let completion: Completion<'_> = serde_json::from_slice(body).ok()?;
+    let msg = completion.choices.into_iter().next()?.message?;
+    if let Some(content) = msg.content {
+        if let Ok(text) = serde_json::from_str::<String>(content.get()) {
+            return Some(text);
+        }
     }
+    let calls = msg.tool_calls?;
+    // Compact, whatever the upstream's spacing.
+    serde_json::from_str::<Value>(calls.get())
+        .ok()
+        .map(|v| v.to_string())
 }
 
 /// Concatenates `choices[0].delta.content` over the `data:` events of an SSE stream.

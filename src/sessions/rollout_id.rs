@@ -19,9 +19,17 @@ pub fn issue(key: &[u8; 32], session_id: &str, position: usize) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let random = rand::random::<u128>() & ((1u128 << 80) - 1);
-    let nonce = format!("{:012x}{random:020x}", millis & 0xffff_ffff_ffff);
-    let mac = mac(key, session_id, &nonce, position);
-    format!("ro_{nonce}_{position}_{mac}")
+    let nonce = (u128::from(millis & 0xffff_ffff_ffff) << 80) | random;
+    let mut id = String::with_capacity(64);
+    id.push_str("ro_");
+    push_hex(&mut id, &nonce.to_be_bytes());
+    let nonce_hex = &id[3..];
+    let tag = mac(key, session_id, nonce_hex, position);
+    id.push('_');
+    id.push_str(&position.to_string());
+    id.push('_');
+    push_hex(&mut id, &tag);
+    id
 }
 
 /// The candidate position an id names, if the id is one this key issued for this session.
@@ -38,24 +46,31 @@ pub fn verify(key: &[u8; 32], session_id: &str, id: &str) -> Option<usize> {
         return None;
     }
     let position: usize = position.parse().ok()?;
-    let expected = mac(key, session_id, nonce, position);
+    let mut expected = String::with_capacity(16);
+    push_hex(&mut expected, &mac(key, session_id, nonce, position));
     // Constant time, so the MAC cannot be guessed byte by byte from response timing.
     use subtle::ConstantTimeEq;
     bool::from(expected.as_bytes().ct_eq(tag.as_bytes())).then_some(position)
 }
 
-fn mac(key: &[u8; 32], session_id: &str, nonce: &str, position: usize) -> String {
+fn mac(key: &[u8; 32], session_id: &str, nonce: &str, position: usize) -> [u8; 8] {
     let mut h = blake3::Hasher::new_keyed(key);
     h.update(session_id.as_bytes());
     h.update(b"\0");
     h.update(nonce.as_bytes());
     h.update(b"\0");
-    h.update(position.to_string().as_bytes());
-    let digest = h.finalize();
-    digest.as_bytes()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.update(&(position as u64).to_le_bytes());
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    tag
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 #[cfg(test)]
