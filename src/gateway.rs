@@ -247,23 +247,25 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|h| h.status.as_u16())
             .unwrap_or(0);
-        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let line = json!({
-            "ts": crate::sessions::rfc3339(time::OffsetDateTime::now_utc()),
-            "route": ctx.route,
-            "method": session.req_header().method.as_str(),
-            "status": status,
-            "session": ctx.session_id,
-            "rollout": ctx.rollout_id.as_deref(),
-            "candidate": ctx.candidate_id,
-            "error": ctx.error_code.or(e.map(|e| e.etype().as_str())),
-            "upstream_ttfb_ms": ms(ctx.upstream_ttfb),
-            "upstream_ms": ms(ctx.upstream_ms),
-            "total_ms": ctx.started.elapsed().as_secs_f64() * 1000.0,
-            "bytes_in": ctx.bytes_in,
-            "bytes_out": ctx.bytes_out,
-        });
-        log::info!(target: "access", "{line}");
+        if crate::logging::access_enabled() {
+            let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+            let ts = crate::sessions::rfc3339(time::OffsetDateTime::now_utc());
+            crate::logging::access(&crate::logging::AccessRecord {
+                ts: &ts,
+                route: ctx.route,
+                method: session.req_header().method.as_str(),
+                status,
+                session: ctx.session_id.as_deref(),
+                rollout: ctx.rollout_id.as_deref(),
+                candidate: ctx.candidate_id.as_deref(),
+                error: ctx.error_code.or(e.map(|e| e.etype().as_str())),
+                upstream_ttfb_ms: ms(ctx.upstream_ttfb),
+                upstream_ms: ms(ctx.upstream_ms),
+                total_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+                bytes_in: ctx.bytes_in,
+                bytes_out: ctx.bytes_out,
+            });
+        }
         self.state.metrics.observe(&RequestObservation {
             route: ctx.route,
             status,

@@ -78,7 +78,17 @@ async fn metrics_cover_requests_sessions_and_pass_promtool() {
             })
             .sum()
     };
-    let text = scrape_when(&gw, |t| proxy_requests(t) >= 3.0).await;
+    // Each request's series are updated one after the other: wait for the last one of
+    // each of the three requests.
+    let text = scrape_when(&gw, |t| {
+        proxy_requests(t) >= 3.0
+            && sample(t, r#"gepa_upstream_errors_total{kind="5xx"}"#).is_some()
+            && sample(t, r#"gepa_body_rejections_total{reason="invalid_json"}"#).is_some()
+            && sample(t, "gepa_gateway_overhead_seconds_count") >= Some(2.0)
+            // The store's writer books a commit just after answering it.
+            && sample(t, "gepa_store_commit_seconds_count") >= Some(2.0)
+    })
+    .await;
     assert_eq!(proxy_requests(&text), 3.0, "{text}");
     assert_eq!(
         sample(

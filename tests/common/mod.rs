@@ -301,6 +301,8 @@ pub struct GatewayOptions {
     pub ca_file: Option<String>,
     /// Extra keys of `gateway.storage`, as YAML lines indented by four spaces.
     pub storage_yaml: String,
+    /// `RUST_LOG` (default `warn`: no access log).
+    pub rust_log: String,
 }
 
 impl GatewayOptions {
@@ -315,6 +317,7 @@ impl GatewayOptions {
             extra_gateway_yaml: String::new(),
             ca_file: None,
             storage_yaml: String::new(),
+            rust_log: "warn".into(),
         }
     }
 }
@@ -401,7 +404,7 @@ gateway:
         );
         let conf = dir.path().join("gateway.yaml");
         std::fs::write(&conf, yaml).unwrap();
-        let mut envs = vec![("RUST_LOG".to_string(), "warn".to_string())];
+        let mut envs = vec![("RUST_LOG".to_string(), o.rust_log.clone())];
         if let Some(t) = &o.admin_token {
             envs.push(("GEPA_TEST_ADMIN_TOKEN".into(), t.clone()));
         }
