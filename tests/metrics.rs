@@ -46,10 +46,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 async fn metrics_cover_requests_sessions_and_pass_promtool() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let (_, h, _) = post_chat(&gw.chat_url(&id), chat_body().to_string(), &[]).await;
     let rollout = h["x-gepa-rollout-id"].to_str().unwrap().to_string();
     let (status, _) = gw

@@ -482,10 +482,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let body = chat_body().to_string();
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (read, mut write) = stream.into_split();

@@ -199,10 +199,7 @@ async fn list_is_newest_first_and_paginated() {
 async fn reward_rules() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let (_, rollout, candidate) = call(&gw, &gw.chat_url(&id)).await;
 
     let mut first = reward(&rollout, 1.0);
@@ -277,10 +274,7 @@ async fn reward_rules() {
 async fn correlated_calls_share_a_rollout_until_rewarded() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let conv = gw.url(&format!("/api/gepa/v1/{id}/conv-7/chat/completions"));
     let (_, a, _) = call(&gw, &conv).await;
     let (_, b, _) = call(
@@ -321,10 +315,7 @@ async fn correlated_calls_share_a_rollout_until_rewarded() {
 async fn lifecycle_transitions_and_what_each_status_serves() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("the baseline").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("the baseline").await;
     let action = |a: &str| format!("{SESSIONS}/{id}/{a}");
 
     let (status, v) = gw.admin_post(&action("pause")).await;
@@ -379,10 +370,7 @@ async fn lifecycle_transitions_and_what_each_status_serves() {
 async fn stop_completes_the_session() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let (_, r, _) = call(&gw, &gw.chat_url(&id)).await;
     let mut body = reward(&r, 0.5);
     body["stop"] = json!(true);
@@ -416,10 +404,7 @@ async fn stop_completes_the_session() {
 async fn prompt_urls() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let get = |q: &str| {
         let url = gw.url(&format!("{SESSIONS}/{id}/prompt{q}"));
         let gw = &gw;
@@ -461,10 +446,7 @@ async fn admin_auth() {
     let mut o = GatewayOptions::new(mock.url());
     o.reward_token = Some("reward-only".into());
     let gw = Gateway::start_with(o).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let client = reqwest::Client::new();
     let get = gw.url(&format!("{SESSIONS}/{id}"));
     for auth in [

@@ -43,14 +43,8 @@ fn reward(rollout: &str, x: f64, seed: u32) -> Value {
 async fn a_restart_after_kill_9_keeps_sessions_rewards_and_rewardable_rollouts() {
     let mock = MockUpstream::start().await;
     let mut gw = Gateway::start(&mock).await;
-    let a = gw.create_session("instruction A").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let b = gw.create_session("instruction B").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a = gw.new_session("instruction A").await;
+    let b = gw.new_session("instruction B").await;
     let r1 = call(&gw, &a, None).await;
     let r2 = call(&gw, &a, None).await;
     let r3 = call(&gw, &a, Some("conv-1")).await;
@@ -102,10 +96,7 @@ async fn a_restart_after_kill_9_keeps_sessions_rewards_and_rewardable_rollouts()
     assert_eq!((status, v["rollout_id"].as_str()), (200, Some(r3.as_str())));
     assert_eq!(v["reward_count"], 3);
     // New sessions after the restart keep the list order and do not reuse ids.
-    let c = gw.create_session("instruction C").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let c = gw.new_session("instruction C").await;
     let list: Value = gw
         .admin(reqwest::Client::new().get(gw.url(&format!("{SESSIONS}?limit=2"))))
         .send()
@@ -122,10 +113,7 @@ async fn a_restart_after_kill_9_keeps_sessions_rewards_and_rewardable_rollouts()
 async fn kill_9_under_concurrent_rewards_loses_no_acknowledged_reward_and_counts_none_twice() {
     let mock = MockUpstream::start().await;
     let mut gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let mut rollouts = Vec::new();
     for _ in 0..60 {
         rollouts.push(call(&gw, &id, None).await);
@@ -347,10 +335,7 @@ fn forget_rollout_record(gw: &Gateway, rollout: &str) {
 async fn a_rollout_answered_but_not_flushed_before_kill_9_can_be_rewarded_once() {
     let mock = MockUpstream::start().await;
     let mut gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let lost = call(&gw, &id, None).await;
     wait_for_flushed_rollouts(&gw, 1).await;
     // Killed the instant the response arrived: flushed or not, it must be rewardable.
@@ -414,10 +399,7 @@ async fn rewards_for_rollouts_memory_no_longer_holds_are_settled_by_the_store() 
     let mut o = GatewayOptions::new(mock.url());
     o.storage_yaml = "    rollouts_in_memory: 3\n".into();
     let mut gw = Gateway::start_with(o).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let (status, h, _) = post_chat(
         &gw.chat_url(&id),
         chat_body().to_string(),
@@ -461,10 +443,7 @@ async fn rewards_for_rollouts_memory_no_longer_holds_are_settled_by_the_store() 
     let mut o = GatewayOptions::new(mock.url());
     o.storage_yaml = "    rollouts_in_memory: 3\n    backend: memory\n".into();
     let gw = Gateway::start_with(o).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let oldest = call(&gw, &id, None).await;
     for _ in 0..3 {
         call(&gw, &id, None).await;
@@ -483,10 +462,7 @@ async fn concurrent_rewards_for_one_rollout_count_once() {
 }
 
 async fn concurrent_rewards_count_once_on(gw: Gateway) {
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let same = call(&gw, &id, None).await;
     let contested = call(&gw, &id, None).await;
     let url = gw.url(&format!("{SESSIONS}/{id}/reward"));
@@ -549,10 +525,7 @@ async fn retention_drops_old_captured_text_and_keeps_counts() {
     let mut o = GatewayOptions::new(mock.url());
     o.storage_yaml = "    retention_days: 1\n".into();
     let mut gw = Gateway::start_with(o).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let old = call(&gw, &id, None).await;
     let recent = call(&gw, &id, None).await;
     wait_for_flushed_rollouts(&gw, 2).await;
@@ -598,10 +571,7 @@ async fn retention_drops_old_captured_text_and_keeps_counts() {
 async fn a_database_locked_by_another_program_gives_503_and_loses_nothing() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     let r = call(&gw, &id, None).await;
     wait_for_flushed_rollouts(&gw, 1).await;
 

@@ -63,10 +63,7 @@ fn reward_request(gw: &Gateway, session: &str, body: &Value) -> String {
 async fn an_upgrade_under_reward_load_loses_no_reward_and_counts_none_twice() {
     let mock = MockUpstream::start().await;
     let mut gw = Gateway::start(&mock).await;
-    let id = gw.create_session("x").await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = gw.new_session("x").await;
     const N: usize = 160;
     let mut rollouts = Vec::new();
     for _ in 0..=N {

@@ -528,6 +528,14 @@ gateway:
         r.json().await.unwrap()
     }
 
+    /// Creates a session and returns its id.
+    pub async fn new_session(&self, instruction: &str) -> String {
+        self.create_session(instruction).await["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_string()
+    }
+
     pub fn chat_url(&self, session_id: &str) -> String {
         self.url(&format!("/api/gepa/v1/{session_id}/chat/completions"))
     }
