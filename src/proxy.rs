@@ -217,16 +217,19 @@ async fn exchange(
     if let Err(e) = session.write_response_header(client_header, false).await {
         return ExchangeEnd::failed(Some(e));
     }
-    if let Err(e) = relay_body(session, &mut upstream, &mut capture, ctx).await {
-        ctx.upstream_ms = Some(started.elapsed());
-        ctx.error_code = Some("stream_broken");
-        return ExchangeEnd::failed(Some(e));
-    }
+    let last_chunk = match relay_body(session, &mut upstream, &mut capture, ctx).await {
+        Ok(last) => last,
+        Err(e) => {
+            ctx.upstream_ms = Some(started.elapsed());
+            ctx.error_code = Some("stream_broken");
+            return ExchangeEnd::failed(Some(e));
+        }
+    };
     ctx.upstream_ms = Some(started.elapsed());
     let ok = (200..300).contains(&status);
     recorder.record(ok, if ok { capture.finish() } else { None });
     // Only now does the client see the end of the response.
-    let finished = session.write_response_body(None, true).await;
+    let finished = session.write_response_body(last_chunk, true).await;
     if upstream.response_done() {
         gw.upstream
             .connector
@@ -261,19 +264,26 @@ fn client_response_header(
     Ok(h)
 }
 
-/// Streams the response body to the client chunk by chunk (all but its end, which the
-/// caller writes after recording the outcome) (each write is flushed, so SSE
-/// events arrive as the upstream sends them), keeping a copy for capture.
+/// Streams the response body to the client chunk by chunk, keeping a copy for capture.
+/// Each write is flushed, so SSE events arrive as the upstream sends them. The end is
+/// left to the caller, which writes it after booking the call's outcome: returned is the
+/// last data chunk when it completes a Content-Length body (for a chunked body the end
+/// is the terminating chunk, and `None` is returned).
 async fn relay_body(
     session: &mut Session,
     upstream: &mut UpstreamSession,
     capture: &mut ReplyCapture,
     ctx: &mut RequestCtx,
-) -> Result<()> {
+) -> Result<Option<Bytes>> {
     while let Some(chunk) = upstream.read_response_body().await? {
         capture.feed(&chunk);
         ctx.bytes_out += chunk.len();
+        if upstream.response_done() {
+            // With a Content-Length the last data chunk is the end the client sees:
+            // hold it back until the call's outcome is booked.
+            return Ok(Some(chunk));
+        }
         session.write_response_body(Some(chunk), false).await?;
     }
-    Ok(())
+    Ok(None)
 }

@@ -368,6 +368,32 @@ async fn upstream_failures_carry_gepa_headers() {
     assert_eq!(h["x-upstream"], "mock");
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["message"], "mock failure");
+    // A client that rewards the moment it has the whole error response finds the call
+    // already booked as failed (the response's end is written after the booking).
+    assert!(
+        h.contains_key("content-length"),
+        "a Content-Length response"
+    );
+    for _ in 0..20 {
+        let (status, h, _) = post_chat(
+            &gw.chat_url(id),
+            chat_body().to_string(),
+            &[("x-mock", "status-500")],
+        )
+        .await;
+        assert_eq!(status, 500);
+        let rollout = h["x-gepa-rollout-id"].to_str().unwrap();
+        let (status, v) = gw
+            .reward(
+                id,
+                serde_json::json!({"rollout_id": rollout, "reward_info": {"outcome_reward": 1.0}}),
+            )
+            .await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (409, Some("rollout_failed"))
+        );
+    }
 
     // A reset is a 502, a silent upstream a 504: both OpenAI-shaped, both with headers.
     let (status, h, body) = post_chat(
