@@ -12,7 +12,8 @@
 #     coordinated-omission correction), $BENCH_RATE req/s over 16 connections;
 #   - 1 KiB chat body for all three, 1 MiB body for passthrough and gateway
 #     ($BENCH_RATE_1M req/s for the fixed-rate part);
-#   - SSE: time to first body byte through each, 5 events 10 ms apart ($BENCH_SSE_RATE/s);
+#   - SSE: time to first body byte and the delay between events as the client sees them,
+#     through each, 5 events 10 ms apart ($BENCH_SSE_RATE/s);
 #   - the gateway once more at saturation with RUST_LOG=warn (no access log), to show
 #     what the per-request access log costs.
 #
@@ -304,7 +305,7 @@ fixed_rate() { # label url body rate conns [header] [duration]
     line=$($ON_LG "$EX/loadgen" --url "$url" --body "$body" --rate "$rate" \
         --connections "$conns" --duration "$dur" --warmup 1 --label "$label" "${hdr[@]}" |
         tee "$RUN/loadgen-$label.txt" | grep '^LOADGEN ')
-    for k in achieved_rps p50_ms p99_ms p999_ms max_ms ttfb_p50_ms ttfb_p99_ms non2xx errors timeouts max_lag_ms; do
+    for k in achieved_rps p50_ms p99_ms p999_ms max_ms ttfb_p50_ms ttfb_p99_ms gap_p50_ms gap_p99_ms non2xx errors timeouts max_lag_ms; do
         R[$label.fr_$k]=$(kv $k "$line")
     done
 }
@@ -431,8 +432,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 == 0) print "-"; else printf "
     echo
     echo "SSE (x-mock: sse: 5 events 10 ms apart), ${SSE_RATE} req/s, 32 conns, ${SSE_DUR}s:"
     for l in direct-sse passthrough-sse gateway-sse; do
-        printf '  %-16s first body byte p50 %s ms p99 %s ms; complete p50 %s ms p99 %s ms; non-2xx/errors %s\n' "$l" \
-            "${R[$l.fr_ttfb_p50_ms]}" "${R[$l.fr_ttfb_p99_ms]}" "${R[$l.fr_p50_ms]}" "${R[$l.fr_p99_ms]}" \
+        printf '  %-16s first body byte p50 %s ms p99 %s ms; between events p50 %s ms p99 %s ms; complete p50 %s ms p99 %s ms; non-2xx/errors %s\n' "$l" \
+            "${R[$l.fr_ttfb_p50_ms]}" "${R[$l.fr_ttfb_p99_ms]}" "${R[$l.fr_gap_p50_ms]}" "${R[$l.fr_gap_p99_ms]}" "${R[$l.fr_p50_ms]}" "${R[$l.fr_p99_ms]}" \
             "$((R[$l.fr_non2xx] + R[$l.fr_errors] + R[$l.fr_timeouts]))"
     done
     echo

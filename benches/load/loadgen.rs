@@ -65,6 +65,9 @@ struct Stats {
     total_us: Vec<u64>,
     header_us: Vec<u64>,
     first_byte_us: Vec<u64>,
+    /// Gaps between successive non-empty body frames of one response (SSE: the delay
+    /// between events as the client sees them).
+    gap_us: Vec<u64>,
     ok: u64,
     non_2xx: u64,
     errors: u64,
@@ -123,6 +126,7 @@ async fn connect(authority: &str) -> std::io::Result<Sender> {
 struct Timing {
     header: Duration,
     first_byte: Option<Duration>,
+    gaps: Vec<Duration>,
     total: Duration,
     status: u16,
 }
@@ -144,15 +148,24 @@ async fn one_request(sender: &mut Sender, t: &Target, start: Instant) -> Result<
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     let mut first_byte = None;
+    let mut last_data: Option<Instant> = None;
+    let mut gaps = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
-        if first_byte.is_none() && frame.data_ref().is_some_and(|d| !d.is_empty()) {
-            first_byte = Some(start.elapsed());
+        if frame.data_ref().is_some_and(|d| !d.is_empty()) {
+            let now = Instant::now();
+            if first_byte.is_none() {
+                first_byte = Some(now.duration_since(start));
+            }
+            if let Some(prev) = last_data.replace(now) {
+                gaps.push(now.duration_since(prev));
+            }
         }
     }
     Ok(Timing {
         header,
         first_byte,
+        gaps,
         total: start.elapsed(),
         status,
     })
@@ -226,6 +239,8 @@ async fn worker(target: Rc<Target>, sched: Rc<Schedule>, stats: Rc<RefCell<Stats
                     if let Some(fb) = t.first_byte {
                         st.first_byte_us.push(fb.as_micros() as u64);
                     }
+                    st.gap_us
+                        .extend(t.gaps.iter().map(|g| g.as_micros() as u64));
                 } else {
                     st.non_2xx += 1;
                 }
@@ -292,6 +307,7 @@ fn main() {
     st.total_us.sort_unstable();
     st.header_us.sort_unstable();
     st.first_byte_us.sort_unstable();
+    st.gap_us.sort_unstable();
     let rate = if args.rate > 0.0 {
         format!("{}", args.rate)
     } else {
@@ -323,10 +339,18 @@ fn main() {
         pct(&st.first_byte_us, 50.0),
         pct(&st.first_byte_us, 99.0)
     );
+    if !st.gap_us.is_empty() {
+        println!(
+            "  between body frames ms  p50 {:.3}  p99 {:.3}  max {:.3}",
+            pct(&st.gap_us, 50.0),
+            pct(&st.gap_us, 99.0),
+            pct(&st.gap_us, 100.0)
+        );
+    }
     println!(
         "LOADGEN label={} responses={done} achieved_rps={achieved:.1} non2xx={} errors={} \
          timeouts={} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} \
-         ttfb_p50_ms={:.3} ttfb_p99_ms={:.3} max_lag_ms={:.3}",
+         ttfb_p50_ms={:.3} ttfb_p99_ms={:.3} gap_p50_ms={:.3} gap_p99_ms={:.3} max_lag_ms={:.3}",
         args.label,
         st.non_2xx,
         st.errors,
@@ -338,6 +362,8 @@ fn main() {
         pct(&st.total_us, 100.0),
         pct(&st.first_byte_us, 50.0),
         pct(&st.first_byte_us, 99.0),
+        pct(&st.gap_us, 50.0),
+        pct(&st.gap_us, 99.0),
         st.max_lag_us as f64 / 1000.0
     );
 }
