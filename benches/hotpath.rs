@@ -16,6 +16,10 @@ use gepa_gateway::sessions::Candidate;
 use http::Method;
 use rand::SeedableRng;
 
+// The gateway's allocator (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench_routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
     let paths = [

@@ -9,6 +9,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gepa_gateway::rewrite::{rewrite_chat_body, ParsedChatBody};
 use serde_json::json;
 
+// The gateway's allocator (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const INSTRUCTION: &str = "You are a concise assistant. Answer in at most three sentences, \
 cite sources when you can, and say \"I don't know\" when unsure.";
 const CAPTURE_MAX_BYTES: usize = 4096;
