@@ -266,11 +266,14 @@ impl Session {
                 message: "the state store is not open yet".into(),
                 retry_after_s: 1,
             })?;
+        // The id names the candidate by its place in the session's list (append-only).
         let position = st
             .candidates
             .iter()
             .position(|c| Arc::ptr_eq(c, &candidate))
-            .unwrap_or_default();
+            .ok_or_else(|| ApiError::Internal {
+                message: "the chosen candidate is not in the session".into(),
+            })?;
         let rollout_id: Arc<str> = rollout_id::issue(&key, &self.id, position).into();
         candidate.record_issued();
         st.insert_rollout(
