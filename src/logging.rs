@@ -4,7 +4,8 @@
 //! do not: [`access`] appends them to an in-memory buffer that a background thread writes
 //! to stderr every [`ACCESS_FLUSH_EVERY`], so a request costs a buffer append instead of a
 //! `write` system call (measured: about a quarter of the gateway's CPU per request).
-//! The price: the lines of the last few milliseconds before a crash can be lost.
+//! The price: the lines of the last [`ACCESS_FLUSH_EVERY`] before the process exits (a
+//! crash, or the end of a graceful shutdown) can be lost.
 
 use serde::Serialize;
 use std::io::Write;

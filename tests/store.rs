@@ -371,6 +371,10 @@ async fn a_rollout_answered_but_not_flushed_before_kill_9_can_be_rewarded_once()
     let last = forged.pop().unwrap();
     forged.push(if last == '0' { '1' } else { '0' });
     assert_eq!(gw.reward(&id, reward(&forged, 0.8, 1)).await.0, 404);
+    // Another spelling of the same candidate position is another id, not a second way
+    // to reward this rollout.
+    let padded = lost.replacen("_0_", "_00_", 1);
+    assert_eq!(gw.reward(&id, reward(&padded, 0.8, 1)).await.0, 404);
     let other_candidate = lost.replacen("_0_", "_1_", 1);
     assert_eq!(
         gw.reward(&id, reward(&other_candidate, 0.8, 1)).await.0,

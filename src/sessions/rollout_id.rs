@@ -40,9 +40,14 @@ pub fn verify(key: &[u8; 32], session_id: &str, id: &str) -> Option<usize> {
     if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    // Digits only: `parse` would also accept a leading '+', which would give one rollout
-    // two spellings.
-    if position.is_empty() || position.len() > 6 || !position.bytes().all(|b| b.is_ascii_digit()) {
+    // One spelling per rollout: digits only (`parse` would also accept a leading '+') and
+    // no leading zero, since the MAC covers the number, not its text, and a second
+    // spelling of the same rollout would be a second rollout to the store.
+    let canonical = !position.is_empty()
+        && position.len() <= 6
+        && position.bytes().all(|b| b.is_ascii_digit())
+        && (position == "0" || !position.starts_with('0'));
+    if !canonical {
         return None;
     }
     let position: usize = position.parse().ok()?;
@@ -102,6 +107,13 @@ mod tests {
         assert_eq!(verify(&KEY, "sess", &moved), None, "another candidate");
         let plus = id.replacen("_3_", "_+3_", 1);
         assert_eq!(verify(&KEY, "sess", &plus), None);
+        for padded in ["_03_", "_003_"] {
+            let other_spelling = id.replacen("_3_", padded, 1);
+            assert_eq!(verify(&KEY, "sess", &other_spelling), None, "{padded}");
+        }
+        let zero = issue(&KEY, "sess", 0);
+        assert_eq!(verify(&KEY, "sess", &zero), Some(0));
+        assert_eq!(verify(&KEY, "sess", &zero.replacen("_0_", "_00_", 1)), None);
         let mut flipped = id.clone();
         let last = flipped.pop().unwrap();
         flipped.push(if last == '0' { '1' } else { '0' });

@@ -419,8 +419,12 @@ impl Session {
                 ),
             ));
         }
-        if let Some(committed) = req.rollout_id.as_ref().and_then(|id| st.committing.get(id)) {
-            return Ok(RewardStep::Wait(committed.clone()));
+        if let Some(committed) = req
+            .rollout_id
+            .as_deref()
+            .and_then(|id| st.commit_in_progress(id))
+        {
+            return Ok(RewardStep::Wait(committed));
         }
         let rollout_id = match st.resolve_rollout(req) {
             Ok(id) => id,
@@ -441,8 +445,8 @@ impl Session {
             }
             Err(e) => return Err(e),
         };
-        if let Some(committed) = st.committing.get(&*rollout_id) {
-            return Ok(RewardStep::Wait(committed.clone()));
+        if let Some(committed) = st.commit_in_progress(&rollout_id) {
+            return Ok(RewardStep::Wait(committed));
         }
         let duplicate = st.check_reward(&rollout_id, req.candidate_id.as_deref(), reward)?;
         let candidate = st
@@ -825,14 +829,40 @@ impl SessionState {
         })
     }
 
+    /// The commit another request is making of this rollout's first reward, if any. An
+    /// entry whose committing task ended without clearing it (it panicked) is dropped
+    /// here, so that waiters do not spin on it.
+    fn commit_in_progress(&mut self, rollout_id: &str) -> Option<watch::Receiver<bool>> {
+        let committed = self.committing.get(rollout_id)?;
+        if committed.has_changed().is_err() {
+            self.committing.remove(rollout_id);
+            return None;
+        }
+        Some(committed.clone())
+    }
+
     fn insert_rollout(&mut self, limit: usize, id: Arc<str>, rollout: Rollout) {
         self.rollout_count += 1;
         self.rollouts.insert(id.clone(), rollout);
         self.rollout_order.push_back(id);
+        // Evict the oldest, but not a rollout whose call is still running (its record is
+        // written when the call ends): such a one goes to the back. Bounded, so a session
+        // of only long calls still stays within a few entries of its limit.
+        let mut spared = 0;
         while self.rollout_order.len() > limit {
-            if let Some(old) = self.rollout_order.pop_front() {
-                self.rollouts.remove(&old);
+            let Some(old) = self.rollout_order.pop_front() else {
+                break;
+            };
+            let running = self
+                .rollouts
+                .get(&old)
+                .is_some_and(|r| r.calls_in_flight > 0);
+            if running && spared < 8 {
+                spared += 1;
+                self.rollout_order.push_back(old);
+                continue;
             }
+            self.rollouts.remove(&old);
         }
     }
 
@@ -1381,6 +1411,44 @@ mod tests {
             Ok(())
         }
         fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_ended_without_clearing_its_entry_does_not_block_rewards() {
+        let s = session();
+        let t = ok_call(&s, None);
+        let (done, committed) = watch::channel(false);
+        drop(done); // the committing task died
+        s.state
+            .lock()
+            .committing
+            .insert(t.rollout_id.to_string(), committed);
+        let reply =
+            tokio::time::timeout(Duration::from_secs(5), s.reward(reward(&t.rollout_id, 0.5)))
+                .await
+                .expect("the reward does not spin on the stale entry")
+                .unwrap();
+        assert!(!reply.duplicate);
+        assert_eq!(reply.reward_count, 1);
+    }
+
+    #[test]
+    fn eviction_spares_rollouts_whose_call_is_running() {
+        let reg = registry(10, Duration::from_secs(60), Arc::new(MemoryStore::new()));
+        let s = reg
+            .create(NewSession {
+                baseline_instruction: "x".into(),
+                settings: settings(),
+                metadata: None,
+            })
+            .unwrap();
+        // The env keeps 1000 rollouts; the first call stays open while 1000 more finish.
+        let running = s.begin_call(None).unwrap();
+        for _ in 0..1000 {
+            ok_call(&s, None);
+        }
+        assert!(s.rollout(&running.rollout_id).is_some(), "still in memory");
+        assert_eq!(s.state.lock().rollouts.len(), 1000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

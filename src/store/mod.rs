@@ -201,7 +201,8 @@ pub struct RestoredSession {
     pub metadata: Option<Value>,
     /// In creation order; the first is the baseline.
     pub candidates: Vec<RestoredCandidate>,
-    /// In creation order (at most the newest ones the store keeps for serving).
+    /// In the order their records were last written (at most the newest ones the store
+    /// keeps for serving).
     pub rollouts: Vec<RestoredRollout>,
     /// In the order they were counted.
     pub rewards: Vec<RestoredReward>,

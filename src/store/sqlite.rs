@@ -220,6 +220,10 @@ impl SqliteStore {
             return Ok(());
         }
         *self.lock.lock() = Some(take_lock(&self.path, take_over)?);
+        if *self.handed_over.read() {
+            // A hand-over began while this process was waiting for the lock.
+            self.lock.lock().take();
+        }
         let reader = connect(&self.path)?;
         let rollout_key = load_rollout_key(&reader, &self.path)?;
         let writer = connect(&self.path)?;
@@ -302,6 +306,9 @@ impl SqliteStore {
                 statements: vec![],
             };
             if self.enqueue((flush, Reply::Async(tx))).is_err() {
+                // Not open yet (or the writer is gone): nothing was acknowledged through
+                // it, so the lock can go at once; `open` also checks for a hand-over.
+                self.lock.lock().take();
                 return;
             }
         }
@@ -342,11 +349,14 @@ impl SqliteStore {
 /// version and (unless `take_over`) is not in use by another gateway, without keeping a
 /// connection or the lock (safe before Pingora forks).
 pub fn check(path: &Path, take_over: bool) -> Result<(), StoreError> {
-    connect(path)?;
-    if !take_over {
-        take_lock(path, false)?;
+    if take_over {
+        // The database is in use by the process this one takes over from: do not migrate
+        // it under that process's feet. `open` checks it once the lock is ours.
+        return Ok(());
     }
-    Ok(())
+    // The lock first: a gateway already using the database must not see it migrated.
+    let _lock = take_lock(path, false)?;
+    connect(path).map(|_| ())
 }
 
 /// Takes `<path>.lock` (flock; the kernel releases it when the process dies, even by
@@ -625,7 +635,19 @@ impl WriterJob {
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for row in rows {
-                insert_rollout(&tx, row)?;
+                match insert_rollout(&tx, row) {
+                    Ok(()) => {}
+                    // The database refuses writes for now: retry the whole batch later.
+                    Err(e) if is_transient(&e) => return Err(e),
+                    // This record alone cannot be written (it would fail every retry and
+                    // every batch after it): drop it, keep the rest. Its id stays
+                    // rewardable.
+                    Err(e) => log::error!(
+                        "store ({}): rollout record {} dropped: {e}",
+                        self.path.display(),
+                        row.id
+                    ),
+                }
             }
             for change in &changes {
                 match apply_in_savepoint(&mut tx, change) {
@@ -698,6 +720,16 @@ fn apply_in_savepoint(
     Ok(outcome)
 }
 
+/// Errors that say the database cannot take writes right now, rather than that this
+/// write is wrong.
+fn is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | ReadOnly | OutOfMemory)
+    )
+}
+
 fn is_constraint(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -713,8 +745,10 @@ fn insert_reward(conn: &Connection, w: &RewardWrite) -> rusqlite::Result<RewardC
         params![w.session_id, w.rollout_id, w.candidate_id, w.reward.outcome, seed, w.reward.feedback, now],
     )?;
     if inserted == 0 {
-        return Ok(read_reward(conn, &w.session_id, &w.rollout_id)?
-            .map_or(RewardCommit::Inserted, RewardCommit::Existing));
+        // A conflict without a stored row cannot happen; never count what is not stored.
+        return read_reward(conn, &w.session_id, &w.rollout_id)?
+            .map(RewardCommit::Existing)
+            .ok_or(rusqlite::Error::QueryReturnedNoRows);
     }
     if w.with_rollout_record {
         conn.execute(
@@ -851,7 +885,9 @@ fn read_candidates(
     Ok(())
 }
 
-/// The newest `keep` rollouts of each session, in creation order, and how many rollouts
+/// The newest `keep` rollouts of each session, in the order their records were last
+/// written (a rollout written again by a later call of its conversation moves to the end:
+/// the order of last activity), and how many rollouts
 /// each candidate served (per session, by candidate id): one backward scan of the table
 /// in insertion order (no sort, no index).
 fn read_rollouts(
