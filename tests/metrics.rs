@@ -170,3 +170,44 @@ async fn metrics_cover_requests_sessions_and_pass_promtool() {
     let r = reqwest::get(gw.url("/metrics")).await.unwrap();
     assert_eq!(r.status(), 404, "never on the main listener");
 }
+
+/// Every metric the Grafana dashboard queries is one the gateway defines, so the
+/// dashboard cannot drift from the exposition silently.
+#[test]
+fn the_dashboard_queries_only_metrics_the_gateway_defines() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("conf/grafana/gepa-gateway.json")).unwrap(),
+    )
+    .unwrap();
+    let sources = ["src/metrics.rs", "src/store/mod.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+        .collect::<String>();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            for (i, _) in expr.match_indices("gepa_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    sources.contains(&format!("\"{family}\"")),
+                    "panel {:?} queries {name}, which the gateway does not define",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "the dashboard's queries were read ({checked})"
+    );
+}
