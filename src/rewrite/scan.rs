@@ -804,30 +804,20 @@ impl<'a> Scanner<'a> {
     /// closing `"` and tells whether the string has escapes.
     #[inline]
     fn lenient_str(&mut self) -> Result<bool, Stop> {
-        let mut escaped = false;
-        loop {
-            let rest = self.bytes.get(self.i..).unwrap_or_default();
-            self.i += find_special(rest);
-            match self.peek() {
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(escaped);
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    escaped = true;
-                    self.escape(false)?;
-                }
-                Some(_) => return Err(self.error(Code::ControlCharacterWhileParsingString)),
-                None => return Err(self.error(Code::EofWhileParsingString)),
-            }
-        }
+        self.string_rest(false)
     }
 
     /// Like [`Scanner::lenient_str`], but checks surrogate escapes the way
     /// serde_json does when it decodes a string (`parse_str`), for top-level
     /// keys.
     fn strict_str(&mut self) -> Result<bool, Stop> {
+        self.string_rest(true)
+    }
+
+    /// The two string scans differ only in how strictly escapes are checked and
+    /// in where a control character is reported (`parse_str` consumes it first).
+    #[inline]
+    fn string_rest(&mut self, strict: bool) -> Result<bool, Stop> {
         let mut escaped = false;
         loop {
             let rest = self.bytes.get(self.i..).unwrap_or_default();
@@ -840,11 +830,12 @@ impl<'a> Scanner<'a> {
                 Some(b'\\') => {
                     self.i += 1;
                     escaped = true;
-                    self.escape(true)?;
+                    self.escape(strict)?;
                 }
                 Some(_) => {
-                    // `parse_str` consumes the control character first.
-                    self.i += 1;
+                    if strict {
+                        self.i += 1;
+                    }
                     return Err(self.error(Code::ControlCharacterWhileParsingString));
                 }
                 None => return Err(self.error(Code::EofWhileParsingString)),
