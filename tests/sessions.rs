@@ -146,14 +146,7 @@ async fn create_rejects_bad_configs_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let list: Value = gw
-        .admin(reqwest::Client::new().get(gw.url(SESSIONS)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = gw.list_sessions("").await;
     assert_eq!(list["items"], json!([]), "no session was created");
 }
 

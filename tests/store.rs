@@ -71,14 +71,7 @@ async fn a_restart_after_kill_9_keeps_sessions_rewards_and_rewardable_rollouts()
     assert_eq!(after["candidates"][0]["avg_reward"], 0.75);
     assert_eq!(after["candidates"][0]["instruction"], "instruction A");
     assert_eq!(gw.get_session(&b).await["status"], "paused");
-    let list: Value = gw
-        .admin(reqwest::Client::new().get(gw.url(SESSIONS)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = gw.list_sessions("").await;
     assert_eq!(list["items"][0]["session_id"], b, "newest first, as before");
 
     // Duplicate detection works across the restart; a conflicting reward is refused.
@@ -97,14 +90,7 @@ async fn a_restart_after_kill_9_keeps_sessions_rewards_and_rewardable_rollouts()
     assert_eq!(v["reward_count"], 3);
     // New sessions after the restart keep the list order and do not reuse ids.
     let c = gw.new_session("instruction C").await;
-    let list: Value = gw
-        .admin(reqwest::Client::new().get(gw.url(&format!("{SESSIONS}?limit=2"))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = gw.list_sessions("?limit=2").await;
     assert_eq!(list["items"][0]["session_id"], c);
     assert_eq!(list["items"][1]["session_id"], b);
 }

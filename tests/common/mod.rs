@@ -550,6 +550,17 @@ gateway:
         r.json().await.unwrap()
     }
 
+    /// GET on the session list with `query` (e.g. `"?limit=2"`, or `""`), expecting 200.
+    pub async fn list_sessions(&self, query: &str) -> Value {
+        let r = self
+            .admin(reqwest::Client::new().get(self.url(&format!("{SESSIONS}{query}"))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     pub async fn reward(&self, id: &str, body: Value) -> (u16, Value) {
         let r = self
             .admin(reqwest::Client::new().post(self.url(&format!("{SESSIONS}/{id}/reward"))))
