@@ -9,7 +9,6 @@
 
 use serde::Serialize;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -62,43 +61,42 @@ pub fn access_enabled() -> bool {
 
 struct AccessBuffer {
     lines: parking_lot::Mutex<Vec<u8>>,
+    /// The writer thread could not start: every line is written at once.
+    write_inline: bool,
 }
 
-/// Set when the flusher thread could not start: every line is then written at once.
-static WRITE_INLINE: AtomicBool = AtomicBool::new(false);
-
-/// The buffer, with its flusher thread started on first use: after Pingora's fork (`-d`),
-/// since a thread started before it would not exist in the daemon.
+/// The buffer, with its writer thread started on first use: after Pingora's fork (`-d`),
+/// since a thread started before it would not exist in the daemon. (The thread's first
+/// flush waits for this initialisation to finish, which does not wait for the thread.)
 fn buffer() -> &'static AccessBuffer {
     static BUFFER: OnceLock<AccessBuffer> = OnceLock::new();
-    static FLUSHER: OnceLock<()> = OnceLock::new();
-    let b = BUFFER.get_or_init(|| AccessBuffer {
-        lines: parking_lot::Mutex::new(Vec::with_capacity(64 * 1024)),
-    });
-    FLUSHER.get_or_init(|| {
+    BUFFER.get_or_init(|| {
         let started = std::thread::Builder::new()
             .name("gepa-access-log".into())
             .spawn(|| loop {
                 std::thread::sleep(ACCESS_FLUSH_EVERY);
                 flush_access();
             });
-        if let Err(e) = started {
-            WRITE_INLINE.store(true, Ordering::Relaxed);
+        if let Err(e) = &started {
             log::error!("the access-log writer did not start ({e}); lines are written inline");
         }
-    });
-    b
+        AccessBuffer {
+            lines: parking_lot::Mutex::new(Vec::with_capacity(64 * 1024)),
+            write_inline: started.is_err(),
+        }
+    })
 }
 
 /// Appends one access-log line.
 pub fn access(record: &AccessRecord<'_>) {
+    let buffer = buffer();
     let full = {
-        let mut lines = buffer().lines.lock();
+        let mut lines = buffer.lines.lock();
         if serde_json::to_writer(&mut *lines, record).is_err() {
             return;
         }
         lines.push(b'\n');
-        lines.len() >= ACCESS_BUFFER_LIMIT || WRITE_INLINE.load(Ordering::Relaxed)
+        lines.len() >= ACCESS_BUFFER_LIMIT || buffer.write_inline
     };
     if full {
         flush_access();
