@@ -70,6 +70,13 @@ fn mac(key: &[u8; 32], session_id: &str, nonce: &str, position: usize) -> [u8; 8
     tag
 }
 
+/// Lower-case hex of `bytes` (also how the store keeps the key).
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * bytes.len());
+    push_hex(&mut out, bytes);
+    out
+}
+
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {

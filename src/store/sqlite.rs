@@ -433,7 +433,7 @@ fn load_rollout_key(conn: &Connection, path: &Path) -> Result<[u8; 32], StoreErr
     let fresh: [u8; 32] = rand::random();
     conn.execute(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('rollout_key', ?1)",
-        [hex(&fresh)],
+        [crate::sessions::rollout_id::hex(&fresh)],
     )
     .map_err(|e| err(path, "creating the rollout key", e))?;
     let stored: String = conn
@@ -444,10 +444,6 @@ fn load_rollout_key(conn: &Connection, path: &Path) -> Result<[u8; 32], StoreErr
         )
         .map_err(|e| err(path, "reading the rollout key", e))?;
     unhex32(&stored).ok_or_else(|| err(path, "reading the rollout key", "it is malformed"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -769,17 +765,20 @@ fn read_reward(
     conn.query_row(
         "SELECT outcome, seed, feedback FROM rewards WHERE session_id = ?1 AND rollout_id = ?2",
         [session_id, rollout_id],
-        |r| {
-            Ok(Reward {
-                outcome: r.get(0)?,
-                seed: r
-                    .get::<_, Option<String>>(1)?
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-                feedback: r.get(2)?,
-            })
-        },
+        |r| reward_at(r, 0),
     )
     .optional()
+}
+
+/// A reward from the columns `outcome, seed, feedback`, starting at column `first`.
+fn reward_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Reward> {
+    Ok(Reward {
+        outcome: r.get(first)?,
+        seed: r
+            .get::<_, Option<String>>(first + 1)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        feedback: r.get(first + 2)?,
+    })
 }
 
 fn insert_rollout(conn: &Connection, r: &RolloutRow) -> rusqlite::Result<()> {
@@ -965,14 +964,7 @@ fn read_rewards(
         sessions[i].rewards.push(RestoredReward {
             rollout_id: r.get(1).map_err(field)?,
             candidate_id: r.get(2).map_err(field)?,
-            reward: Reward {
-                outcome: r.get(3).map_err(field)?,
-                seed: r
-                    .get::<_, Option<String>>(4)
-                    .map_err(field)?
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-                feedback: r.get(5).map_err(field)?,
-            },
+            reward: reward_at(r, 3).map_err(field)?,
         });
     }
     Ok(())
