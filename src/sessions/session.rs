@@ -353,19 +353,18 @@ impl Session {
     }
 
     async fn reward_task(&self, req: RewardRequest) -> Result<RewardReply, ApiError> {
-        let Some(reward) = req.reward.clone() else {
-            // A bare stop: only the lifecycle changes.
-            let mut st = self.state.lock();
-            if req.stop {
-                self.apply_transition(&mut st, Transition::Stop)?;
-            }
-            return Ok(self.reply(&st, None, None, false));
+        // Without a reward (a bare stop) only the lifecycle changes.
+        let settled = match req.reward.clone() {
+            Some(reward) => Some(self.settle_reward(&req, reward).await?),
+            None => None,
         };
-        let (rollout_id, candidate_id, duplicate) = self.settle_reward(&req, reward).await?;
         let mut st = self.state.lock();
         if req.stop {
             self.apply_transition(&mut st, Transition::Stop)?;
         }
+        let Some((rollout_id, candidate_id, duplicate)) = settled else {
+            return Ok(self.reply(&st, None, None, false));
+        };
         st.updated_at = OffsetDateTime::now_utc();
         Ok(self.reply(&st, Some(rollout_id), Some(candidate_id), duplicate))
     }
