@@ -10,6 +10,10 @@ use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
+use pingora_core::protocols::http::v1::client::{
+    http_req_header_to_wire, HttpSession as Http1Session,
+};
+use pingora_core::protocols::Stream;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
@@ -18,6 +22,7 @@ use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{Secret, UpstreamConfig};
 use crate::errors::ApiError;
@@ -165,19 +170,55 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut up, reused) = self
+            let (up, reused) = self
                 .connector
                 .get_http_session(&peer)
                 .await
                 .map_err(|e| upstream_error(&e))?;
-            up.set_read_timeout(Some(self.config.read_timeout));
-            up.set_write_timeout(Some(self.config.write_timeout));
-            match write_and_read_header(&mut up, req.clone(), body.clone()).await {
-                Ok(()) => return Ok((up, peer)),
+            match self.exchange_header(up, &peer, &req, &body).await {
+                Ok(up) => return Ok((up, peer)),
                 Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
                 Err(e) => return Err(upstream_error(&e)),
             }
         }
+    }
+
+    /// Writes the request and reads the response header on one connection.
+    ///
+    /// Over HTTP/1 (always the case: the peer's ALPN is H1) the request line, headers and
+    /// a body of up to `COALESCE_MAX` bytes go out in one write. Pingora's
+    /// `write_request_header` flushes the header on its own, which costs a second send
+    /// and, on the upstream, a second wake-up per call; so the session is taken apart,
+    /// the request written on its stream, and a session rebuilt on that stream to read
+    /// the response. The rebuilt session has no record of the request, which only matters
+    /// for HEAD (no response body) and a request `Connection` header: we send neither.
+    async fn exchange_header(
+        &self,
+        up: UpstreamSession,
+        peer: &HttpPeer,
+        req: &RequestHeader,
+        body: &Bytes,
+    ) -> pingora_error::Result<UpstreamSession> {
+        let mut up = match up {
+            UpstreamSession::H1(h1) => {
+                let mut stream = h1.into_inner();
+                write_request(&mut stream, req, body, self.config.write_timeout).await?;
+                UpstreamSession::H1(Http1Session::new_with_options(stream, peer))
+            }
+            mut other => {
+                other.set_write_timeout(Some(self.config.write_timeout));
+                other.write_request_header(Box::new(req.clone())).await?;
+                if !body.is_empty() {
+                    other.write_request_body(body.clone(), true).await?;
+                }
+                other.finish_request_body().await?;
+                other
+            }
+        };
+        up.set_read_timeout(Some(self.config.read_timeout));
+        up.set_write_timeout(Some(self.config.write_timeout));
+        up.read_response_header().await?;
+        Ok(up)
     }
 
     /// One complete chat-completions call made by the gateway itself (the proposer):
@@ -239,17 +280,39 @@ fn is_stale_connection(e: &Error) -> bool {
     )
 }
 
-async fn write_and_read_header(
-    up: &mut UpstreamSession,
-    req: RequestHeader,
-    body: Bytes,
+/// Bodies up to this size are copied behind the header and sent in the same write;
+/// larger ones are written straight from their buffer after it.
+const COALESCE_MAX: usize = 256 * 1024;
+
+/// Writes an HTTP/1.1 request (header, then the whole body) on `stream` and flushes it,
+/// failing with `WriteTimedout` if that takes longer than `write_timeout`.
+async fn write_request(
+    stream: &mut Stream,
+    req: &RequestHeader,
+    body: &Bytes,
+    write_timeout: Duration,
 ) -> pingora_error::Result<()> {
-    up.write_request_header(Box::new(req)).await?;
-    if !body.is_empty() {
-        up.write_request_body(body, true).await?;
+    let Some(mut wire) = http_req_header_to_wire(req) else {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "the upstream request line contains a forbidden byte",
+        );
+    };
+    let write = async {
+        if body.len() <= COALESCE_MAX {
+            wire.extend_from_slice(body);
+            stream.write_all(&wire).await?;
+        } else {
+            stream.write_all(&wire).await?;
+            stream.write_all(body).await?;
+        }
+        stream.flush().await
+    };
+    match tokio::time::timeout(write_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "while writing the request", e),
+        Err(_) => Error::e_explain(ErrorType::WriteTimedout, "while writing the request"),
     }
-    up.finish_request_body().await?;
-    up.read_response_header().await
 }
 
 fn bearer(key: &Secret) -> String {

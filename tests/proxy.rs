@@ -539,3 +539,98 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     );
     assert_eq!(up.json()["messages"][0]["content"], "x");
 }
+
+/// An upstream that answers the first request on each connection (keeping it alive) and
+/// closes the connection when a second request arrives on it, the way a server drops a
+/// kept-alive connection it has timed out. Returns its address and, per connection
+/// accepted, how many requests it read.
+async fn upstream_closing_reused_connections() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let per_connection = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = per_connection.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let index = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(0);
+                seen.len() - 1
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // Read one whole request: the header, then Content-Length bytes.
+                    let (head_end, body_len) = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            break (end + 4, len);
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < head_end + body_len {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + body_len);
+                    let served = {
+                        let mut seen = seen.lock().unwrap();
+                        seen[index] += 1;
+                        seen[index]
+                    };
+                    if served > 1 {
+                        return; // drop the connection without answering
+                    }
+                    let body = completion_json(MOCK_REPLY).to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, per_connection)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_dropped_is_retried_once_on_a_fresh_one() {
+    let (addr, per_connection) = upstream_closing_reused_connections().await;
+    let gw = Gateway::start_with(GatewayOptions::new(format!("http://{addr}/v1"))).await;
+    let id = gw.new_session("x").await;
+    for call in 1..=3 {
+        let (status, h, body) =
+            post_chat(&gw.chat_url(id.as_str()), chat_body().to_string(), &[]).await;
+        assert_eq!(
+            status,
+            200,
+            "call {call}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_gepa_headers(&h, &id);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], MOCK_REPLY);
+    }
+    // Calls 2 and 3 each found the previous call's pooled connection, which the upstream
+    // dropped on their request, and went out again on a new connection.
+    assert_eq!(*per_connection.lock().unwrap(), vec![2, 2, 1]);
+    assert_eq!(gw.get_session(&id).await["rollout_count"], 3);
+}
