@@ -177,9 +177,8 @@ async fn exchange(
 ) -> ExchangeEnd {
     let headers = gepa_headers(gepa, ticket);
     let started = Instant::now();
-    let request = gw.upstream.build_request(session.req_header(), body.len());
-    let connected = match request {
-        Ok(req) => gw.upstream.send(req, body).await,
+    let connected = match gw.upstream.build_request(session.req_header(), body) {
+        Ok(req) => gw.upstream.send(&req).await,
         Err(e) => Err(e),
     };
     let (mut upstream, peer) = match connected {

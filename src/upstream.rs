@@ -6,13 +6,11 @@
 //! cached answer is read without a lock (`ArcSwap`), so calls never meet on it.
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
-use pingora_core::protocols::http::v1::client::{
-    http_req_header_to_wire, HttpSession as Http1Session,
-};
+use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -118,22 +116,20 @@ impl Upstream {
     /// The upstream request for one proxied call: the client's method, query string and
     /// headers (minus hop-by-hop ones), our path, Host and Content-Length, and the
     /// configured key in place of the client's Authorization when there is one.
+    ///
+    /// It is serialized straight to HTTP/1.1 bytes rather than built as a Pingora
+    /// `RequestHeader`: every header inserted there is parsed again and kept twice (value
+    /// and original case), which cost more than the rest of the request's construction.
+    /// Header names go out in lower case.
     pub fn build_request(
         &self,
         client: &RequestHeader,
-        body_len: usize,
-    ) -> Result<RequestHeader, ApiError> {
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError> {
         let url = &self.config.url;
-        let mut path = url.chat_completions_path();
-        if let Some(q) = client.uri.query() {
-            path.push('?');
-            path.push_str(q);
-        }
-        let internal = |e: Box<Error>| ApiError::Internal {
-            message: format!("building the upstream request: {}", e.etype().as_str()),
-        };
-        let mut req =
-            RequestHeader::build(client.method.clone(), path.as_bytes(), None).map_err(internal)?;
+        let path = url.chat_completions_path();
+        let query = client.uri.query();
+        let mut req = RequestWriter::new(client.method.as_str(), &path, query, body.len())?;
         for (name, value) in client.headers.iter() {
             let n = name.as_str();
             if HOP_BY_HOP.contains(&n) || n == "content-length" {
@@ -142,18 +138,95 @@ impl Upstream {
             if n == "authorization" && self.config.api_key.is_some() {
                 continue;
             }
-            req.append_header(name.clone(), value.clone())
-                .map_err(internal)?;
+            req.header(n, value.as_bytes());
         }
-        req.insert_header("host", url.host_header.as_str())
-            .map_err(internal)?;
-        req.insert_header("content-length", body_len.to_string())
-            .map_err(internal)?;
+        self.finish_request(req, body)
+    }
+
+    /// Host, Content-Length and the configured key, then the body.
+    fn finish_request(
+        &self,
+        mut req: RequestWriter,
+        body: Bytes,
+    ) -> Result<UpstreamRequest, ApiError> {
+        req.header("host", self.config.url.host_header.as_bytes());
+        req.header("content-length", body.len().to_string().as_bytes());
         if let Some(key) = &self.config.api_key {
-            req.insert_header("authorization", bearer(key))
-                .map_err(internal)?;
+            req.header("authorization", bearer(key).as_bytes());
         }
-        Ok(req)
+        Ok(req.finish(body))
+    }
+}
+
+/// One upstream request as HTTP/1.1 bytes, kept whole so that the one retry on a fresh
+/// connection sends exactly the same thing.
+pub struct UpstreamRequest {
+    /// Request line and headers, and the body when it is at most `COALESCE_MAX` bytes:
+    /// sent in one write.
+    head: Bytes,
+    /// A larger body, written straight from its buffer after `head`.
+    rest: Option<Bytes>,
+}
+
+/// Serializes an HTTP/1.1 request.
+struct RequestWriter {
+    buf: BytesMut,
+}
+
+impl RequestWriter {
+    /// The request line. The path is ours (configuration) and the query the client's,
+    /// which Pingora has already parsed out of a valid request line; they are checked
+    /// anyway, since a space or line break in them would change the request's meaning.
+    fn new(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body_len: usize,
+    ) -> Result<Self, ApiError> {
+        let target_ok = |t: &str| !t.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n' | b' '));
+        if !target_ok(path) || !query.is_none_or(target_ok) {
+            return Err(ApiError::Internal {
+                message: "building the upstream request: invalid request target".into(),
+            });
+        }
+        let body_in_head = if body_len <= COALESCE_MAX {
+            body_len
+        } else {
+            0
+        };
+        let mut buf = BytesMut::with_capacity(512 + body_in_head);
+        buf.extend_from_slice(method.as_bytes());
+        buf.extend_from_slice(b" ");
+        buf.extend_from_slice(path.as_bytes());
+        if let Some(q) = query {
+            buf.extend_from_slice(b"?");
+            buf.extend_from_slice(q.as_bytes());
+        }
+        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        Ok(RequestWriter { buf })
+    }
+
+    /// One header line. Names and values come from a parsed request, the validated
+    /// configuration, or constants here, so they hold no line breaks.
+    fn header(&mut self, name: &str, value: &[u8]) {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    fn finish(mut self, body: Bytes) -> UpstreamRequest {
+        self.buf.extend_from_slice(b"\r\n");
+        let rest = if body.len() <= COALESCE_MAX {
+            self.buf.extend_from_slice(&body);
+            None
+        } else {
+            Some(body)
+        };
+        UpstreamRequest {
+            head: self.buf.freeze(),
+            rest,
+        }
     }
 }
 
@@ -163,8 +236,7 @@ impl Upstream {
     /// is retried once on a fresh connection.
     pub async fn send(
         &self,
-        req: RequestHeader,
-        body: Bytes,
+        req: &UpstreamRequest,
     ) -> Result<(UpstreamSession, HttpPeer), ApiError> {
         let peer = self.peer().await?;
         let mut attempt = 0;
@@ -175,7 +247,7 @@ impl Upstream {
                 .get_http_session(&peer)
                 .await
                 .map_err(|e| upstream_error(&e))?;
-            match self.exchange_header(up, &peer, &req, &body).await {
+            match self.exchange_header(up, &peer, req).await {
                 Ok(up) => return Ok((up, peer)),
                 Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
                 Err(e) => return Err(upstream_error(&e)),
@@ -185,36 +257,29 @@ impl Upstream {
 
     /// Writes the request and reads the response header on one connection.
     ///
-    /// Over HTTP/1 (always the case: the peer's ALPN is H1) the request line, headers and
-    /// a body of up to `COALESCE_MAX` bytes go out in one write. Pingora's
-    /// `write_request_header` flushes the header on its own, which costs a second send
-    /// and, on the upstream, a second wake-up per call; so the session is taken apart,
-    /// the request written on its stream, and a session rebuilt on that stream to read
-    /// the response. The rebuilt session has no record of the request, which only matters
-    /// for HEAD (no response body) and a request `Connection` header: we send neither.
+    /// The request goes out in one write (header and a body of up to `COALESCE_MAX`
+    /// bytes). Pingora's `write_request_header` flushes the header on its own, which
+    /// costs a second send and, on the upstream, a second wake-up per call; so the
+    /// session is taken apart, the request written on its stream, and a session rebuilt
+    /// on that stream to read the response. The rebuilt session has no record of the
+    /// request, which only matters for HEAD (no response body) and a request
+    /// `Connection` header: we send neither.
     async fn exchange_header(
         &self,
         up: UpstreamSession,
         peer: &HttpPeer,
-        req: &RequestHeader,
-        body: &Bytes,
+        req: &UpstreamRequest,
     ) -> pingora_error::Result<UpstreamSession> {
-        let mut up = match up {
-            UpstreamSession::H1(h1) => {
-                let mut stream = h1.into_inner();
-                write_request(&mut stream, req, body, self.config.write_timeout).await?;
-                UpstreamSession::H1(Http1Session::new_with_options(stream, peer))
-            }
-            mut other => {
-                other.set_write_timeout(Some(self.config.write_timeout));
-                other.write_request_header(Box::new(req.clone())).await?;
-                if !body.is_empty() {
-                    other.write_request_body(body.clone(), true).await?;
-                }
-                other.finish_request_body().await?;
-                other
-            }
+        // The peer's ALPN is H1, so the connector hands out HTTP/1 sessions only.
+        let UpstreamSession::H1(h1) = up else {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "the upstream connection is not HTTP/1.1",
+            );
         };
+        let mut stream = h1.into_inner();
+        write_request(&mut stream, req, self.config.write_timeout).await?;
+        let mut up = UpstreamSession::H1(Http1Session::new_with_options(stream, peer));
         up.set_read_timeout(Some(self.config.read_timeout));
         up.set_write_timeout(Some(self.config.write_timeout));
         up.read_response_header().await?;
@@ -229,26 +294,13 @@ impl Upstream {
         body: &Value,
         max_response: usize,
     ) -> Result<(u16, Bytes), ApiError> {
-        let internal = |e: Box<Error>| ApiError::Internal {
-            message: format!("building the proposer request: {}", e.etype().as_str()),
-        };
         let body = Bytes::from(body.to_string());
-        let url = &self.config.url;
-        let mut req = RequestHeader::build("POST", url.chat_completions_path().as_bytes(), None)
-            .map_err(internal)?;
-        req.insert_header("host", url.host_header.as_str())
-            .map_err(internal)?;
-        req.insert_header("content-type", "application/json")
-            .map_err(internal)?;
-        req.insert_header("accept-encoding", "identity")
-            .map_err(internal)?;
-        req.insert_header("content-length", body.len().to_string())
-            .map_err(internal)?;
-        if let Some(key) = &self.config.api_key {
-            req.insert_header("authorization", bearer(key))
-                .map_err(internal)?;
-        }
-        let (mut up, peer) = self.send(req, body).await?;
+        let path = self.config.url.chat_completions_path();
+        let mut req = RequestWriter::new("POST", &path, None, body.len())?;
+        req.header("content-type", b"application/json");
+        req.header("accept-encoding", b"identity");
+        let req = self.finish_request(req, body)?;
+        let (mut up, peer) = self.send(&req).await?;
         let status = up.response_header().map_or(0, |h| h.status.as_u16());
         let mut out = Vec::new();
         while let Some(chunk) = up
@@ -284,27 +336,17 @@ fn is_stale_connection(e: &Error) -> bool {
 /// larger ones are written straight from their buffer after it.
 const COALESCE_MAX: usize = 256 * 1024;
 
-/// Writes an HTTP/1.1 request (header, then the whole body) on `stream` and flushes it,
-/// failing with `WriteTimedout` if that takes longer than `write_timeout`.
+/// Writes a serialized request on `stream` and flushes it, failing with `WriteTimedout`
+/// if that takes longer than `write_timeout`.
 async fn write_request(
     stream: &mut Stream,
-    req: &RequestHeader,
-    body: &Bytes,
+    req: &UpstreamRequest,
     write_timeout: Duration,
 ) -> pingora_error::Result<()> {
-    let Some(mut wire) = http_req_header_to_wire(req) else {
-        return Error::e_explain(
-            ErrorType::InvalidHTTPHeader,
-            "the upstream request line contains a forbidden byte",
-        );
-    };
     let write = async {
-        if body.len() <= COALESCE_MAX {
-            wire.extend_from_slice(body);
-            stream.write_all(&wire).await?;
-        } else {
-            stream.write_all(&wire).await?;
-            stream.write_all(body).await?;
+        stream.write_all(&req.head).await?;
+        if let Some(rest) = &req.rest {
+            stream.write_all(rest).await?;
         }
         stream.flush().await
     };
@@ -341,5 +383,103 @@ pub fn upstream_error(e: &Error) -> ApiError {
             code: "upstream_error",
             message: format!("the upstream connection failed ({})", e.etype().as_str()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamUrl;
+
+    fn upstream(api_key: Option<&str>) -> Upstream {
+        Upstream::new(UpstreamConfig {
+            url: UpstreamUrl::parse("http://api.example:8080/v1").unwrap(),
+            api_key: api_key.map(Secret::new),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            ca_file: None,
+        })
+    }
+
+    fn client_request() -> RequestHeader {
+        let mut h = RequestHeader::build(
+            "POST",
+            b"/api/gepa/v1/s1/chat/completions?api-version=2&x=1",
+            None,
+        )
+        .unwrap();
+        for (name, value) in [
+            ("Host", "gateway.local"),
+            ("Content-Length", "999"),
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Expect", "100-continue"),
+            ("Proxy-Authorization", "Basic eDp5"),
+            ("Authorization", "Bearer client-key"),
+            ("Content-Type", "application/json"),
+            ("X-Trace", "a"),
+            ("X-Trace", "b"),
+        ] {
+            h.append_header(name, value).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn the_upstream_request_keeps_end_to_end_headers_and_sets_ours() {
+        let body = Bytes::from_static(b"{\"messages\":[]}");
+        let req = upstream(None)
+            .build_request(&client_request(), body.clone())
+            .unwrap();
+        let expected = "POST /v1/chat/completions?api-version=2&x=1 HTTP/1.1\r\n\
+                        authorization: Bearer client-key\r\n\
+                        content-type: application/json\r\n\
+                        x-trace: a\r\n\
+                        x-trace: b\r\n\
+                        host: api.example:8080\r\n\
+                        content-length: 15\r\n\r\n\
+                        {\"messages\":[]}";
+        assert_eq!(std::str::from_utf8(&req.head).unwrap(), expected);
+        assert!(req.rest.is_none());
+    }
+
+    #[test]
+    fn the_configured_key_replaces_the_clients() {
+        let req = upstream(Some("sk-upstream"))
+            .build_request(&client_request(), Bytes::new())
+            .unwrap();
+        let head = std::str::from_utf8(&req.head).unwrap();
+        assert!(
+            head.ends_with("authorization: Bearer sk-upstream\r\n\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("client-key"), "{head}");
+    }
+
+    #[test]
+    fn a_large_body_is_written_after_the_head_not_copied_into_it() {
+        let body = Bytes::from(vec![b'x'; COALESCE_MAX + 1]);
+        let req = upstream(None)
+            .build_request(&client_request(), body.clone())
+            .unwrap();
+        let head = std::str::from_utf8(&req.head).unwrap();
+        assert!(head.ends_with(&format!("content-length: {}\r\n\r\n", body.len())));
+        assert_eq!(req.rest.as_ref(), Some(&body));
+    }
+
+    #[test]
+    fn a_request_target_with_a_space_or_line_break_is_refused() {
+        for (path, query) in [
+            ("/v1 x", None),
+            ("/v1", Some("a=1\r\nx: y")),
+            ("/v1\n", None),
+        ] {
+            assert!(
+                RequestWriter::new("POST", path, query, 0).is_err(),
+                "{path:?} {query:?}"
+            );
+        }
     }
 }
