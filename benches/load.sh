@@ -36,7 +36,8 @@
 # Needs: wrk (installed with apt-get if missing and we are root), curl, taskset.
 # Env knobs: BENCH_DURATION (8), BENCH_RATE (1000), BENCH_RATE_1M (100), BENCH_CONNS (64),
 # BENCH_CONNS_1M (16), BENCH_SSE_RATE (100), BENCH_PIN (1), BENCH_SKIP_BUILD (0),
-# BENCH_QUIET_WAIT (60: seconds to wait for other work on the machine to stop).
+# BENCH_QUIET_WAIT (60: seconds to wait for other work on the machine to stop),
+# BENCH_ROUNDS (5: interleaved passthrough/gateway rounds for the 1 KiB comparison).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,6 +49,7 @@ CONNS=${BENCH_CONNS:-64}
 CONNS_1M=${BENCH_CONNS_1M:-16}
 SSE_RATE=${BENCH_SSE_RATE:-100}
 PIN=${BENCH_PIN:-1}
+ROUNDS=${BENCH_ROUNDS:-5}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT_DIR=$ROOT/target/bench
 RUN=$OUT_DIR/run-$STAMP
@@ -339,10 +341,32 @@ GW_URL=http://127.0.0.1:$GW_PORT$(GW_PATH)
 
 saturate direct "$DIRECT_URL" "$BODY_1K" "$CONNS" "$DIRECT_PID"
 fixed_rate direct "$DIRECT_URL" "$BODY_1K" "$RATE" 16
-saturate passthrough "$PASS_URL" "$BODY_1K" "$CONNS" "$PASS_PID"
-fixed_rate passthrough "$PASS_URL" "$BODY_1K" "$RATE" 16
-saturate gateway "$GW_URL" "$BODY_1K" "$CONNS" "$GW_PID"
-fixed_rate gateway "$GW_URL" "$BODY_1K" "$RATE" 16
+# The 1 KiB passthrough/gateway comparison runs in $ROUNDS interleaved rounds, each
+# ordering the two the other way round from the last, and the summary takes the median of
+# the rounds: on a shared VM one 8 s run of either can be off by 20 % or more (CPU steal),
+# and interleaving spreads that over both. Round 1's labels are the table's rows.
+round_label() { # target round -> label
+    if [ "$2" = 1 ]; then echo "$1"; else echo "$1.r$2"; fi
+}
+for ((r = 1; r <= ROUNDS; r++)); do
+    PT=$(round_label passthrough $r)
+    GWL=$(round_label gateway $r)
+    if ((r % 2)); then order="pass gw"; else order="gw pass"; fi
+    for who in $order; do
+        if [ $who = pass ]; then
+            saturate "$PT" "$PASS_URL" "$BODY_1K" "$CONNS" "$PASS_PID"
+        else
+            saturate "$GWL" "$GW_URL" "$BODY_1K" "$CONNS" "$GW_PID"
+        fi
+    done
+    for who in $order; do
+        if [ $who = pass ]; then
+            fixed_rate "$PT" "$PASS_URL" "$BODY_1K" "$RATE" 16
+        else
+            fixed_rate "$GWL" "$GW_URL" "$BODY_1K" "$RATE" 16
+        fi
+    done
+done
 
 saturate passthrough-1m "$PASS_URL" "$BODY_1M" "$CONNS_1M" "$PASS_PID"
 fixed_rate passthrough-1m "$PASS_URL" "$BODY_1M" "$RATE_1M" 16
@@ -375,6 +399,7 @@ fi
 
 # --- report -------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 == 0) print "-"; else printf "%.2f", a/b }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{ if (NR % 2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
 {
     echo "gepa-gateway load benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
     echo "machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -420,10 +445,27 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 == 0) print "-"; else printf "
     echo "  proxy / mock = CPU time (user+sys, all threads) the proxy under test / the mock used per request, in microseconds;"
     echo "  rate and achieved in req/s"
     echo
-    echo "gateway / passthrough:"
-    printf '  1 KiB: throughput %s, CPU per request %s, fixed-rate p50 %s, p99 %s\n' \
-        "$(ratio "${R[gateway.rps]}" "${R[passthrough.rps]}")" "$(ratio "${R[gateway.us_req]}" "${R[passthrough.us_req]}")" \
-        "$(ratio "${R[gateway.fr_p50_ms]}" "${R[passthrough.fr_p50_ms]}")" "$(ratio "${R[gateway.fr_p99_ms]}" "${R[passthrough.fr_p99_ms]}")"
+    echo "1 KiB, passthrough vs gateway in $ROUNDS interleaved rounds (round 1 is the table's rows):"
+    printf '  %5s | %9s %9s %5s | %7s %7s %5s | %-13s %-13s %9s | %s\n' round "pass req/s" "gw req/s" ratio \
+        "pass us" "gw us" ratio "pass p50/p99" "gw p50/p99" "added p99" "steal pass/gw"
+    RATIOS=() CPU_RATIOS=() ADDED_P50=() ADDED_P99=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        p=$(round_label passthrough $r) g=$(round_label gateway $r)
+        tr=$(ratio "${R[$g.rps]}" "${R[$p.rps]}")
+        cr=$(ratio "${R[$g.us_req]}" "${R[$p.us_req]}")
+        a50=$(awk -v a="${R[$g.fr_p50_ms]}" -v b="${R[$p.fr_p50_ms]}" 'BEGIN{printf "%.3f", a-b}')
+        a99=$(awk -v a="${R[$g.fr_p99_ms]}" -v b="${R[$p.fr_p99_ms]}" 'BEGIN{printf "%.3f", a-b}')
+        RATIOS+=("$tr") CPU_RATIOS+=("$cr") ADDED_P50+=("$a50") ADDED_P99+=("$a99")
+        printf '  %5s | %9.0f %9.0f %5s | %7s %7s %5s | %-13s %-13s %9s | %s/%s\n' "$r" "${R[$p.rps]}" "${R[$g.rps]}" "$tr" \
+            "${R[$p.us_req]}" "${R[$g.us_req]}" "$cr" "${R[$p.fr_p50_ms]}/${R[$p.fr_p99_ms]}" \
+            "${R[$g.fr_p50_ms]}/${R[$g.fr_p99_ms]}" "$a99" "${R[$p.steal]}" "${R[$g.steal]}"
+    done
+    echo
+    echo "  (steal: CPU time the hypervisor took from this VM during each saturation run, 1/$CLK_TCK s)"
+    echo
+    echo "gateway / passthrough (1 KiB: median of the $ROUNDS rounds; added = gateway minus passthrough, ms):"
+    printf '  1 KiB: throughput %s, CPU per request %s, fixed-rate added p50 %s ms, added p99 %s ms\n' \
+        "$(median "${RATIOS[@]}")" "$(median "${CPU_RATIOS[@]}")" "$(median "${ADDED_P50[@]}")" "$(median "${ADDED_P99[@]}")"
     printf '  1 MiB: throughput %s, CPU per request %s, fixed-rate p50 %s, p99 %s\n' \
         "$(ratio "${R[gateway-1m.rps]}" "${R[passthrough-1m.rps]}")" "$(ratio "${R[gateway-1m.us_req]}" "${R[passthrough-1m.us_req]}")" \
         "$(ratio "${R[gateway-1m.fr_p50_ms]}" "${R[passthrough-1m.fr_p50_ms]}")" "$(ratio "${R[gateway-1m.fr_p99_ms]}" "${R[passthrough-1m.fr_p99_ms]}")"

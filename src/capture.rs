@@ -72,7 +72,7 @@ impl ReplyCapture {
         if self.overflowed {
             return None;
         }
-        let decoded = decode(self.encoding, &self.raw)?;
+        let decoded = decode(self.encoding, self.raw)?;
         let text = if self.is_sse {
             sse_reply_text(&decoded)
         } else {
@@ -82,20 +82,20 @@ impl ReplyCapture {
     }
 }
 
-fn decode(encoding: Encoding, raw: &[u8]) -> Option<Vec<u8>> {
+/// The response body without its content coding (the identity coding's bytes as they are).
+fn decode(encoding: Encoding, raw: Vec<u8>) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     // Bounded, so a decompression bomb cannot blow up memory.
     let limit = MAX_RAW_BYTES as u64 * 4;
     let res = match encoding {
-        Encoding::Identity => return Some(raw.to_vec()),
-        Encoding::Gzip => GzDecoder::new(raw).take(limit).read_to_end(&mut out),
-        Encoding::Deflate => ZlibDecoder::new(raw).take(limit).read_to_end(&mut out),
-        Encoding::Brotli => brotli::Decompressor::new(raw, 16 * 1024)
+        Encoding::Identity => return Some(raw),
+        Encoding::Gzip => GzDecoder::new(&raw[..]).take(limit).read_to_end(&mut out),
+        Encoding::Deflate => ZlibDecoder::new(&raw[..]).take(limit).read_to_end(&mut out),
+        Encoding::Brotli => brotli::Decompressor::new(&raw[..], 16 * 1024)
             .take(limit)
             .read_to_end(&mut out),
-        Encoding::Zstd => {
-            zstd::stream::read::Decoder::new(raw).and_then(|d| d.take(limit).read_to_end(&mut out))
-        }
+        Encoding::Zstd => zstd::stream::read::Decoder::new(&raw[..])
+            .and_then(|d| d.take(limit).read_to_end(&mut out)),
         Encoding::Unsupported => return None,
     };
     res.ok().map(|_| out)

@@ -105,8 +105,14 @@ pub fn access(record: &AccessRecord<'_>) {
 
 /// Writes out the buffered access-log lines.
 pub fn flush_access() {
-    let pending = std::mem::take(&mut *buffer().lines.lock());
-    if !pending.is_empty() {
-        let _ = std::io::stderr().lock().write_all(&pending);
-    }
+    let pending = {
+        let mut lines = buffer().lines.lock();
+        if lines.is_empty() {
+            return;
+        }
+        // The next lines go into a buffer as large as this one, not one that grows again.
+        let capacity = lines.capacity();
+        std::mem::replace(&mut *lines, Vec::with_capacity(capacity))
+    };
+    let _ = std::io::stderr().lock().write_all(&pending);
 }

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, passthrough vs gateway, counted by
+# valgrind's callgrind: a figure that, unlike wall-clock throughput on a shared VM, is the
+# same from run to run for the same binaries and inputs (it leaves out the kernel's work,
+# which is about half of either proxy's CPU here and the same for both: 2 sends and 2
+# receives per request).
+#
+#   benches/instructions.sh
+#
+# For each target: start it under callgrind with the mock upstream beside it, send
+# $BENCH_WARMUP requests, zero the counters, send $BENCH_REQUESTS requests at
+# $BENCH_INSTR_RATE req/s (loadgen, 8 connections, 1 KiB chat body), dump, and divide.
+# All threads are counted (the gateway's store writer and access-log writer included).
+# Targets: the passthrough (benches/load/passthrough.rs); the gateway as shipped (SQLite
+# store, access log at info); the gateway with the memory store and RUST_LOG=warn (the
+# proxy path alone). Memory copies count one instruction per byte moved (`rep movsb` is
+# counted per iteration), which overstates them next to their real cost, so the copy
+# share is shown apart.
+#
+# Needs: valgrind (apt-get install -y valgrind), curl, python3. Takes about 2 minutes.
+# Results: target/bench/instructions-<date>.txt; callgrind files in target/bench/instr-<date>/
+# (open them with callgrind_annotate --inclusive=yes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${BENCH_REQUESTS:-2000}
+WARMUP=${BENCH_WARMUP:-400}
+RATE=${BENCH_INSTR_RATE:-400}
+STAMP=$(date +%Y%m%d-%H%M%S)
+RUN=$ROOT/target/bench/instr-$STAMP
+REPORT=$ROOT/target/bench/instructions-$STAMP.txt
+mkdir -p "$RUN"
+log() { echo "[instructions.sh] $*" >&2; }
+for t in valgrind callgrind_control callgrind_annotate curl python3; do
+    command -v $t >/dev/null || { echo "$t is missing (apt-get install -y valgrind curl python3)" >&2; exit 1; }
+done
+
+log "cargo build --release --bin gepa-gateway --examples"
+cargo build --release --bin gepa-gateway --examples 2>"$RUN/build.log" ||
+    { tail -30 "$RUN/build.log" >&2; exit 1; }
+BIN=$ROOT/target/release
+EX=$BIN/examples
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_for() { # url
+    for _ in $(seq 600); do
+        curl -sf -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    echo "nothing answers at $1" >&2
+    exit 1
+}
+
+UP_PORT=$(free_port)
+"$EX/mock_upstream" "127.0.0.1:$UP_PORT" >"$RUN/mock.log" 2>&1 &
+PIDS+=($!)
+BODY=$RUN/body-1k.json
+python3 - "$BODY" <<'EOF'
+import json, sys
+pre = '{"model":"gpt-4.1-mini","temperature":0.2,"messages":[{"role":"system","content":"You are a helpful support assistant for a retail bank. Be brief and polite."},{"role":"user","content":"'
+post = '"}]}'
+fill = ("When will my new debit card arrive, and can I use it abroad? " * 40)[: 1024 - len(pre) - len(post)]
+open(sys.argv[1], "w").write(pre + fill + post)
+EOF
+
+# Runs one target under callgrind; prints "instructions memcpy requests".
+measure() { # label url-to-post pid
+    local label=$1 url=$2 pid=$3 out
+    "$EX/loadgen" --url "$url" --body "$BODY" --rate "$RATE" --connections 8 \
+        --duration "$(awk -v n="$WARMUP" -v r="$RATE" 'BEGIN{print n/r}')" --warmup 0 >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    out=$("$EX/loadgen" --url "$url" --body "$BODY" --rate "$RATE" --connections 8 \
+        --duration "$(awk -v n="$N" -v r="$RATE" 'BEGIN{print n/r}')" --warmup 0 | grep '^LOADGEN ')
+    callgrind_control -d "$pid" >/dev/null
+    sleep 1
+    local file responses non2xx
+    file=$(ls -t "$RUN/$label.out".* | head -1)
+    responses=$(printf '%s\n' "$out" | grep -o 'responses=[0-9]*' | cut -d= -f2)
+    non2xx=$(printf '%s\n' "$out" | grep -o 'non2xx=[0-9]*' | cut -d= -f2)
+    [ "$non2xx" = 0 ] || { echo "$label: $non2xx non-2xx responses" >&2; exit 1; }
+    callgrind_annotate --inclusive=yes "$file" >"$RUN/$label.annotated.txt" 2>/dev/null
+    local total copies
+    total=$(grep 'PROGRAM TOTALS' "$RUN/$label.annotated.txt" | awk '{gsub(",","",$1); print $1}')
+    copies=$(grep -m1 '__memcpy_avx_unaligned_erms\|__memmove_avx_unaligned_erms' "$RUN/$label.annotated.txt" |
+        awk '{gsub(",","",$1); print $1}')
+    echo "$total ${copies:-0} $responses"
+}
+
+vg() { # label
+    echo valgrind --tool=callgrind --callgrind-out-file="$RUN/$1.out" --dump-instr=no
+}
+
+declare -A T
+PASS_PORT=$(free_port)
+log "passthrough under callgrind"
+$(vg passthrough) "$EX/passthrough" "127.0.0.1:$PASS_PORT" "127.0.0.1:$UP_PORT" 2 >"$RUN/passthrough.log" 2>&1 &
+P=$!
+PIDS+=($P)
+for _ in $(seq 600); do
+    curl -sf -o /dev/null --max-time 1 -H 'content-type: application/json' --data-binary "@$BODY" \
+        "http://127.0.0.1:$PASS_PORT/v1/chat/completions" && break
+    sleep 0.1
+done
+T[passthrough]=$(measure passthrough "http://127.0.0.1:$PASS_PORT/v1/chat/completions" $P)
+kill -TERM $P 2>/dev/null || true
+
+gateway() { # label backend rust_log
+    local label=$1 dir=$RUN/$1 port
+    mkdir -p "$dir"
+    port=$(free_port)
+    cat >"$dir/gateway.yaml" <<EOF
+version: 1
+threads: 2
+pid_file: $dir/gw.pid
+upgrade_sock: $dir/gw-upgrade.sock
+gateway:
+  listen: "127.0.0.1:$port"
+  public_url: "http://127.0.0.1:$port"
+  upstream:
+    url: "http://127.0.0.1:$UP_PORT/v1"
+  admin:
+    token_env: "GEPA_BENCH_ADMIN_TOKEN_UNSET"
+  storage:
+    backend: $2
+    path: "$dir/gepa.db"
+EOF
+    log "gateway ($2 store, RUST_LOG=$3) under callgrind"
+    env -u GEPA_BENCH_ADMIN_TOKEN_UNSET RUST_LOG="$3" $(vg "$label") "$BIN/gepa-gateway" \
+        -c "$dir/gateway.yaml" >"$RUN/$label.log" 2>&1 &
+    local pid=$!
+    PIDS+=($pid)
+    wait_for "http://127.0.0.1:$port/readyz"
+    local sid
+    sid=$(curl -s -X POST "http://127.0.0.1:$port/api/prompt-learning/online/gepa/sessions" \
+        -H 'content-type: application/json' \
+        -d '{"config_body":{"prompt_learning":{"algorithm":"gepa","gepa":{"mode":"online"},"initial_prompt":{"messages":[{"role":"system","pattern":"You are a concise, friendly support assistant for a retail bank. Answer in at most three sentences."}]}}}}' |
+        python3 -c 'import sys, json; print(json.load(sys.stdin)["session_id"])')
+    T[$label]=$(measure "$label" "http://127.0.0.1:$port/api/gepa/v1/$sid/chat/completions" $pid)
+    kill -TERM $pid 2>/dev/null || true
+}
+gateway gateway sqlite info
+gateway gateway-memory-warn memory warn
+
+{
+    echo "gepa-gateway instructions per request, $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+    echo "valgrind $(valgrind --version | sed 's/valgrind-//'), callgrind; $N requests at $RATE req/s after $WARMUP warm-up, 8 connections, 1 KiB chat body; all threads; user space only"
+    echo
+    printf '%-22s %12s %12s %10s %14s\n' target "instr/req" "of which copy" "ratio" "excl. copy"
+    base=$(echo "${T[passthrough]}" | awk '{print $1/$3}')
+    base_nc=$(echo "${T[passthrough]}" | awk '{print ($1-$2)/$3}')
+    for t in passthrough gateway gateway-memory-warn; do
+        echo "${T[$t]}" | awk -v t="$t" -v b="$base" -v bn="$base_nc" '{
+            per = $1 / $3; copy = $2 / $3; nc = per - copy;
+            printf "%-22s %12.0f %12.0f %9.2fx %9.0f (%.2fx)\n", t, per, copy, per / b, nc, nc / bn }'
+    done
+    echo
+    echo "gateway: store writer thread and access-log line per request (instructions, inclusive):"
+    n=$(echo "${T[gateway]}" | awk '{print $3}')
+    for f in "store writer thread|src/store/sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace" \
+        "access-log line|src/logging.rs:gepa_gateway::logging::access "; do
+        grep -m1 -F "${f#*|}" "$RUN/gateway.annotated.txt" | awk -v n="$n" -v f="${f%%|*}" \
+            '{gsub(",","",$1); printf "  %-20s %8.0f per request\n", f, $1 / n}'
+    done
+    echo "callgrind files: ${RUN#"$ROOT"/}"
+} | tee "$REPORT"
