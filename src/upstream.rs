@@ -140,21 +140,17 @@ impl Upstream {
             }
             req.header(n, value.as_bytes());
         }
-        self.finish_request(req, body)
+        Ok(self.finish_request(req, body))
     }
 
     /// Host, Content-Length and the configured key, then the body.
-    fn finish_request(
-        &self,
-        mut req: RequestWriter,
-        body: Bytes,
-    ) -> Result<UpstreamRequest, ApiError> {
+    fn finish_request(&self, mut req: RequestWriter, body: Bytes) -> UpstreamRequest {
         req.header("host", self.config.url.host_header.as_bytes());
         req.header("content-length", body.len().to_string().as_bytes());
         if let Some(key) = &self.config.api_key {
             req.header("authorization", bearer(key).as_bytes());
         }
-        Ok(req.finish(body))
+        req.finish(body)
     }
 }
 
@@ -299,7 +295,7 @@ impl Upstream {
         let mut req = RequestWriter::new("POST", &path, None, body.len())?;
         req.header("content-type", b"application/json");
         req.header("accept-encoding", b"identity");
-        let req = self.finish_request(req, body)?;
+        let req = self.finish_request(req, body);
         let (mut up, peer) = self.send(&req).await?;
         let status = up.response_header().map_or(0, |h| h.status.as_u16());
         let mut out = Vec::new();
