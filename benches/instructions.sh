@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, passthrough vs gateway, counted by
-# valgrind's callgrind: a figure that, unlike wall-clock throughput on a shared VM, is the
-# same from run to run for the same binaries and inputs (it leaves out the kernel's work,
-# which is about half of either proxy's CPU here and the same for both: 2 sends and 2
-# receives per request).
+# valgrind's callgrind: a figure that, unlike wall-clock throughput on a shared VM, repeats
+# within 0.1% for the same binaries and inputs (the store writer's share varies by about
+# 2,000 per request: how many rollouts a transaction carries depends on timing). It
+# leaves out the kernel's work, about half of either proxy's CPU here: per request the
+# passthrough makes 3 sends and 2 receives, the gateway 2 and 2.
 #
 #   benches/instructions.sh
 #
