@@ -125,6 +125,11 @@ struct CompletionMessage<'a> {
 
 /// `choices[0].message.content`, or the tool calls as JSON when there is no content.
 fn json_reply_text(body: &[u8]) -> Option<String> {
+    quick_content(body).or_else(|| typed_reply_text(body))
+}
+
+/// [`json_reply_text`] by a typed parse of the whole reply.
+fn typed_reply_text(body: &[u8]) -> Option<String> {
     let completion: Completion<'_> = serde_json::from_slice(body).ok()?;
     let msg = completion.choices.into_iter().next()?.message?;
     if let Some(content) = msg.content {
@@ -137,6 +142,130 @@ fn json_reply_text(body: &[u8]) -> Option<String> {
     serde_json::from_str::<Value>(calls.get())
         .ok()
         .map(|v| v.to_string())
+}
+
+/// `choices[0].message.content` when it is a string, found by walking the reply's
+/// structure without parsing the rest of it: the typed parse costs about 20 instructions
+/// per byte of the whole reply, on every call. Only the content string itself is decoded
+/// (by serde_json). `None` for any other shape (content `null`, a key written with
+/// escapes, anything unexpected): the typed parse then decides. The rest of the reply is
+/// not validated; capture is best effort, and a reply whose content was found is kept.
+fn quick_content(body: &[u8]) -> Option<String> {
+    let mut w = JsonWalker { bytes: body, at: 0 };
+    w.enter(b'{')?;
+    w.find_key(b"choices")?;
+    w.enter(b'[')?;
+    w.enter(b'{')?;
+    w.find_key(b"message")?;
+    w.enter(b'{')?;
+    w.find_key(b"content")?;
+    let (start, end) = w.string()?;
+    serde_json::from_slice::<String>(body.get(start..end)?).ok()
+}
+
+/// A cursor over JSON bytes for [`quick_content`]. Every method returns `None` rather
+/// than read past the end or accept something it does not expect.
+struct JsonWalker<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl JsonWalker<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// Steps into an object (`{`) or array (`[`) that starts here.
+    fn enter(&mut self, open: u8) -> Option<()> {
+        self.skip_ws();
+        (self.peek()? == open).then(|| self.at += 1)
+    }
+
+    /// Inside an object, at its first member or after a `,`: moves to the value of the
+    /// first member named `key` (spelled without escapes), skipping the others.
+    fn find_key(&mut self, key: &[u8]) -> Option<()> {
+        loop {
+            self.skip_ws();
+            let (start, end) = self.string()?;
+            let name = self.bytes.get(start + 1..end - 1)?;
+            if name.contains(&b'\\') {
+                return None;
+            }
+            self.skip_ws();
+            (self.peek()? == b':').then_some(())?;
+            self.at += 1;
+            self.skip_ws();
+            if name == key {
+                return Some(());
+            }
+            self.skip_value()?;
+            self.skip_ws();
+            (self.peek()? == b',').then_some(())?;
+            self.at += 1;
+        }
+    }
+
+    /// The string that starts here: its span, quotes included.
+    fn string(&mut self) -> Option<(usize, usize)> {
+        let start = self.at;
+        (self.peek()? == b'"').then_some(())?;
+        let mut i = start + 1;
+        loop {
+            match *self.bytes.get(i)? {
+                b'"' => {
+                    self.at = i + 1;
+                    return Some((start, i + 1));
+                }
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Skips the value that starts here (a string, a scalar, or a whole object or array).
+    fn skip_value(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            self.skip_ws();
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.at += 1;
+                    continue;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.at += 1;
+                }
+                b',' | b':' if depth > 0 => {
+                    self.at += 1;
+                    continue;
+                }
+                _ => {
+                    let scalar_start = self.at;
+                    while !matches!(
+                        self.peek(),
+                        None | Some(b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\n' | b'\r')
+                    ) {
+                        self.at += 1;
+                    }
+                    (self.at > scalar_start).then_some(())?;
+                }
+            }
+            if depth == 0 {
+                return Some(());
+            }
+        }
+    }
 }
 
 /// Concatenates `choices[0].delta.content` over the `data:` events of an SSE stream.
@@ -272,6 +401,54 @@ mod tests {
         assert_eq!(cap_text("héllo".into(), 2), "h…");
         assert_eq!(cap_text("abc".into(), 3), "abc");
         assert_eq!(cap_text("abcd".into(), 0), "…");
+    }
+
+    /// The fast path finds what the typed parse finds, on replies shaped as OpenAI and
+    /// compatible servers send them, with extra members, nesting and escapes around the
+    /// content; it never panics on any prefix or any single-byte change of them, and
+    /// whenever the altered reply is still valid JSON it agrees with the typed parse.
+    #[test]
+    fn quick_content_agrees_with_the_typed_parse() {
+        let replies: [&[u8]; 6] = [
+            br#"{"choices":[{"message":{"role":"assistant","content":"Tomorrow."}}]}"#,
+            br#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4.1-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Line 1\nLine \"2\" \u00e9 \ud83c\udf89","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#,
+            b"{ \"usage\" : { \"a\" : [ 1 , 2.5e3 , -0 , true , null , [ ] , { } ] } ,\n \"choices\" : [ { \"finish_reason\" : \"stop\" , \"message\" : { \"tool_calls\" : [ { \"id\" : \"x\" } ] , \"content\" : \"spaced \\\\ out\" } } ] }",
+            br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"t"}]}}]}"#,
+            br#"{"choices":[{"message":{"content":""}},{"message":{"content":"second"}}]}"#,
+            br#"{"ch\u006fices":[{"message":{"content":"escaped key"}}],"choices":[]}"#,
+        ];
+        for (n, reply) in replies.iter().enumerate() {
+            let typed = typed_reply_text(reply);
+            assert_eq!(json_reply_text(reply), typed, "reply {n}");
+            if let Some(quick) = quick_content(reply) {
+                assert_eq!(Some(quick), typed, "reply {n}");
+            }
+            for cut in 0..reply.len() {
+                let _ = json_reply_text(&reply[..cut]);
+            }
+            for at in 0..reply.len() {
+                for byte in [
+                    b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b' ', b'x', b'0',
+                ] {
+                    let mut altered = reply.to_vec();
+                    altered[at] = byte;
+                    let quick = quick_content(&altered);
+                    if quick.is_some() && serde_json::from_slice::<Value>(&altered).is_ok() {
+                        assert_eq!(quick, typed_reply_text(&altered), "reply {n}, byte {at}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            quick_content(replies[3]),
+            None,
+            "null content: typed parse decides"
+        );
+        assert_eq!(
+            quick_content(replies[5]),
+            None,
+            "escaped key: typed parse decides"
+        );
     }
 
     #[test]
