@@ -18,7 +18,7 @@
 # counted per iteration), which overstates them next to their real cost, so the copy
 # share is shown apart.
 #
-# Needs: valgrind (apt-get install -y valgrind), curl, python3. Takes about 2 minutes.
+# Needs: valgrind (apt-get install -y valgrind), curl. Takes about 2 minutes.
 # Results: target/bench/instructions-<date>.txt; callgrind files in target/bench/instr-<date>/
 # (open them with callgrind_annotate --inclusive=yes).
 set -euo pipefail
@@ -32,44 +32,25 @@ RUN=$ROOT/target/bench/instr-$STAMP
 REPORT=$ROOT/target/bench/instructions-$STAMP.txt
 mkdir -p "$RUN"
 log() { echo "[instructions.sh] $*" >&2; }
-for t in valgrind callgrind_control callgrind_annotate curl python3; do
-    command -v $t >/dev/null || { echo "$t is missing (apt-get install -y valgrind curl python3)" >&2; exit 1; }
+for t in valgrind callgrind_control callgrind_annotate curl; do
+    command -v $t >/dev/null || { echo "$t is missing (apt-get install -y valgrind curl)" >&2; exit 1; }
 done
 
-log "cargo build --release --bin gepa-gateway --examples"
-cargo build --release --bin gepa-gateway --examples 2>"$RUN/build.log" ||
-    { tail -30 "$RUN/build.log" >&2; exit 1; }
-BIN=$ROOT/target/release
-EX=$BIN/examples
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+build_release
 
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_for() { # url
-    for _ in $(seq 600); do
-        curl -sf -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    echo "nothing answers at $1" >&2
-    exit 1
-}
 
 UP_PORT=$(free_port)
 "$EX/mock_upstream" "127.0.0.1:$UP_PORT" >"$RUN/mock.log" 2>&1 &
 PIDS+=($!)
 BODY=$RUN/body-1k.json
-python3 - "$BODY" <<'EOF'
-import json, sys
-pre = '{"model":"gpt-4.1-mini","temperature":0.2,"messages":[{"role":"system","content":"You are a helpful support assistant for a retail bank. Be brief and polite."},{"role":"user","content":"'
-post = '"}]}'
-fill = ("When will my new debit card arrive, and can I use it abroad? " * 40)[: 1024 - len(pre) - len(post)]
-open(sys.argv[1], "w").write(pre + fill + post)
-EOF
+make_body 1024 "$BODY"
 
 # Runs one target under callgrind; prints "instructions memcpy requests".
 measure() { # label url-to-post pid
@@ -116,33 +97,15 @@ gateway() { # label backend rust_log
     local label=$1 dir=$RUN/$1 port
     mkdir -p "$dir"
     port=$(free_port)
-    cat >"$dir/gateway.yaml" <<EOF
-version: 1
-threads: 2
-pid_file: $dir/gw.pid
-upgrade_sock: $dir/gw-upgrade.sock
-gateway:
-  listen: "127.0.0.1:$port"
-  public_url: "http://127.0.0.1:$port"
-  upstream:
-    url: "http://127.0.0.1:$UP_PORT/v1"
-  admin:
-    token_env: "GEPA_BENCH_ADMIN_TOKEN_UNSET"
-  storage:
-    backend: $2
-    path: "$dir/gepa.db"
-EOF
+    gateway_yaml "$port" "$dir" "$UP_PORT" "$2" >"$dir/gateway.yaml"
     log "gateway ($2 store, RUST_LOG=$3) under callgrind"
     env -u GEPA_BENCH_ADMIN_TOKEN_UNSET RUST_LOG="$3" $(vg "$label") "$BIN/gepa-gateway" \
         -c "$dir/gateway.yaml" >"$RUN/$label.log" 2>&1 &
     local pid=$!
     PIDS+=($pid)
-    wait_for "http://127.0.0.1:$port/readyz"
+    wait_ready "127.0.0.1:$port" 60 # valgrind starts slowly
     local sid
-    sid=$(curl -s -X POST "http://127.0.0.1:$port/api/prompt-learning/online/gepa/sessions" \
-        -H 'content-type: application/json' \
-        -d '{"config_body":{"prompt_learning":{"algorithm":"gepa","gepa":{"mode":"online"},"initial_prompt":{"messages":[{"role":"system","pattern":"You are a concise, friendly support assistant for a retail bank. Answer in at most three sentences."}]}}}}' |
-        python3 -c 'import sys, json; print(json.load(sys.stdin)["session_id"])')
+    sid=$(create_session "127.0.0.1:$port")
     T[$label]=$(measure "$label" "http://127.0.0.1:$port/api/gepa/v1/$sid/chat/completions" $pid)
     kill -TERM $pid 2>/dev/null || true
 }

@@ -75,14 +75,10 @@ for t in curl taskset; do
 done
 
 # --- build -------------------------------------------------------------------------------
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release --bin gepa-gateway --examples"
-    cargo build --release --bin gepa-gateway --examples 2>"$RUN/build.log" ||
-        { tail -30 "$RUN/build.log" >&2; exit 1; }
-fi
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+build_release
 T_BUILT=$(date +%s)
-BIN=$ROOT/target/release
-EX=$BIN/examples
 
 # --- CPU layout ----------------------------------------------------------------------------
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
@@ -103,18 +99,6 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-
-free_port() {
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-        return
-    fi
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
-}
 
 # Waits until something answers HTTP on $1 (any status).
 wait_http() {
@@ -144,35 +128,11 @@ PASS_PORT=$(free_port)
 start passthrough "$ON_SUT" "$EX/passthrough" "127.0.0.1:$PASS_PORT" "127.0.0.1:$UP_PORT" 2
 PASS_PID=$LAST_PID
 
-# The gateway's config: conf/gateway.yaml's defaults, except what a benchmark must set.
-# The admin token variable is unset, so loopback clients may create sessions.
-gateway_conf() { # port dir
-    cat <<EOF
-version: 1
-threads: 2
-pid_file: $2/gw.pid
-upgrade_sock: $2/gw-upgrade.sock
-grace_period_seconds: 0
-graceful_shutdown_timeout_seconds: 1
-gateway:
-  listen: "127.0.0.1:$1"
-  public_url: "http://127.0.0.1:$1"
-  upstream:
-    url: "http://127.0.0.1:$UP_PORT/v1"
-    connect_timeout_ms: 2000
-    read_timeout_s: 30
-  admin:
-    token_env: "GEPA_BENCH_ADMIN_TOKEN_UNSET"
-  storage:
-    path: "$2/gepa.db"
-EOF
-}
-
 start_gateway() { # name rust_log ; sets GW_PORT GW_PID SESSION
     local name=$1 rust_log=$2 dir=$RUN/$1
     mkdir -p "$dir"
     GW_PORT=$(free_port)
-    gateway_conf "$GW_PORT" "$dir" >"$dir/gateway.yaml"
+    gateway_yaml "$GW_PORT" "$dir" "$UP_PORT" sqlite >"$dir/gateway.yaml"
     if [ -n "$rust_log" ]; then
         start "$name" "$ON_SUT" env -u GEPA_BENCH_ADMIN_TOKEN_UNSET RUST_LOG="$rust_log" \
             "$BIN/gepa-gateway" -c "$dir/gateway.yaml"
@@ -181,18 +141,8 @@ start_gateway() { # name rust_log ; sets GW_PORT GW_PID SESSION
             "$BIN/gepa-gateway" -c "$dir/gateway.yaml"
     fi
     GW_PID=$LAST_PID
-    wait_http "127.0.0.1:$GW_PORT"
-    # The gateway answers 503 on state routes until its store is restored.
-    for _ in $(seq 200); do
-        curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$GW_PORT/readyz" && break
-        sleep 0.05
-    done
-    local resp
-    resp=$(curl -s -X POST "http://127.0.0.1:$GW_PORT/api/prompt-learning/online/gepa/sessions" \
-        -H 'content-type: application/json' \
-        -d '{"config_body":{"prompt_learning":{"algorithm":"gepa","gepa":{"mode":"online"},"initial_prompt":{"messages":[{"role":"system","pattern":"You are a concise, friendly support assistant for a retail bank. Answer in at most three sentences."}]}}}}')
-    SESSION=$(printf '%s' "$resp" | grep -o '"session_id":"[^"]*"' | head -1 | cut -d'"' -f4)
-    [ -n "$SESSION" ] || { echo "session creation failed: $resp" >&2; exit 1; }
+    wait_ready "127.0.0.1:$GW_PORT"
+    SESSION=$(create_session "127.0.0.1:$GW_PORT")
 }
 
 start_gateway gateway ""
@@ -200,17 +150,6 @@ wait_http "127.0.0.1:$UP_PORT"
 wait_http "127.0.0.1:$PASS_PORT"
 
 # --- bodies ----------------------------------------------------------------------------------
-make_body() { # total-bytes file
-    local pre='{"model":"gpt-4.1-mini","temperature":0.2,"messages":[{"role":"system","content":"You are a helpful support assistant for a retail bank. Be brief and polite."},{"role":"user","content":"'
-    local post='"}]}'
-    local fill=$(($1 - ${#pre} - ${#post}))
-    {
-        printf '%s' "$pre"
-        # (yes dies of SIGPIPE when head has enough: not an error here)
-        (set +o pipefail; yes 'When will my new debit card arrive, and can I use it abroad? ' | tr -d '\n' | head -c "$fill")
-        printf '%s' "$post"
-    } >"$2"
-}
 BODY_1K=$RUN/body-1k.json
 BODY_1M=$RUN/body-1m.json
 make_body 1024 "$BODY_1K"

@@ -30,13 +30,9 @@ REPORT=$ROOT/target/bench/store-$STAMP.txt
 mkdir -p "$RUN"
 log() { echo "[store.sh] $*" >&2; }
 
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release --bin gepa-gateway --examples"
-    cargo build --release --bin gepa-gateway --examples 2>"$RUN/build.log" ||
-        { tail -30 "$RUN/build.log" >&2; exit 1; }
-fi
-BIN=$ROOT/target/release
-EX=$BIN/examples
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+build_release
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
     ON_LG="taskset -c 0"
     ON_SUT="taskset -c 1"
@@ -48,15 +44,6 @@ fi
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {
-    for _ in $(seq 400); do
-        curl -sf -o /dev/null --max-time 1 "http://$1/readyz" && return 0
-        sleep 0.05
-    done
-    echo "nothing ready on $1" >&2
-    exit 1
-}
 
 UP_PORT=$(free_port)
 # shellcheck disable=SC2086
@@ -71,24 +58,7 @@ for backend in sqlite memory; do
     dir=$RUN/$backend
     mkdir -p "$dir"
     port=$(free_port)
-    cat >"$dir/gateway.yaml" <<YAML
-version: 1
-threads: 2
-pid_file: $dir/gw.pid
-upgrade_sock: $dir/gw-upgrade.sock
-gateway:
-  listen: "127.0.0.1:$port"
-  public_url: "http://127.0.0.1:$port"
-  upstream:
-    url: "http://127.0.0.1:$UP_PORT/v1"
-  admin:
-    token_env: "GEPA_BENCH_ADMIN_TOKEN_UNSET"
-  metrics:
-    listen: ""
-  storage:
-    backend: $backend
-    path: "$dir/gepa.db"
-YAML
+    gateway_yaml "$port" "$dir" "$UP_PORT" "$backend" >"$dir/gateway.yaml"
     # shellcheck disable=SC2086
     env -u GEPA_BENCH_ADMIN_TOKEN_UNSET RUST_LOG=warn $ON_SUT "$BIN/gepa-gateway" -c "$dir/gateway.yaml" \
         >"$dir/gateway.log" 2>&1 &
