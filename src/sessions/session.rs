@@ -1112,14 +1112,17 @@ mod tests {
         }
     }
 
-    fn session() -> Arc<Session> {
-        let s = registry(10, Duration::from_secs(60), Arc::new(MemoryStore::new()));
-        s.create(NewSession {
-            baseline_instruction: "be helpful".into(),
+    fn new_session(baseline_instruction: &str) -> NewSession {
+        NewSession {
+            baseline_instruction: baseline_instruction.into(),
             settings: settings(),
             metadata: None,
-        })
-        .unwrap()
+        }
+    }
+
+    fn session() -> Arc<Session> {
+        let s = registry(10, Duration::from_secs(60), Arc::new(MemoryStore::new()));
+        s.create(new_session("be helpful")).unwrap()
     }
 
     fn ok_call(s: &Session, corr: Option<&str>) -> CallTicket {
@@ -1240,13 +1243,7 @@ mod tests {
     #[test]
     fn expired_pin_opens_new_rollout() {
         let reg = registry(10, Duration::from_millis(0), Arc::new(MemoryStore::new()));
-        let s = reg
-            .create(NewSession {
-                baseline_instruction: "x".into(),
-                settings: settings(),
-                metadata: None,
-            })
-            .unwrap();
+        let s = reg.create(new_session("x")).unwrap();
         let a = ok_call(&s, Some("c"));
         std::thread::sleep(Duration::from_millis(2));
         let b = ok_call(&s, Some("c"));
@@ -1304,16 +1301,7 @@ mod tests {
     fn list_is_newest_first_with_cursor() {
         let reg = registry(100, Duration::from_secs(1), Arc::new(MemoryStore::new()));
         let ids: Vec<String> = (0..5)
-            .map(|_| {
-                reg.create(NewSession {
-                    baseline_instruction: "x".into(),
-                    settings: settings(),
-                    metadata: None,
-                })
-                .unwrap()
-                .id
-                .clone()
-            })
+            .map(|_| reg.create(new_session("x")).unwrap().id.clone())
             .collect();
         let p1 = reg.list(2, None);
         assert_eq!(
@@ -1331,13 +1319,11 @@ mod tests {
     #[test]
     fn session_limit() {
         let reg = registry(1, Duration::from_secs(1), Arc::new(MemoryStore::new()));
-        let n = || NewSession {
-            baseline_instruction: "x".into(),
-            settings: settings(),
-            metadata: None,
-        };
-        reg.create(n()).unwrap();
-        assert_eq!(reg.create(n()).unwrap_err().code(), "session_limit");
+        reg.create(new_session("x")).unwrap();
+        assert_eq!(
+            reg.create(new_session("x")).unwrap_err().code(),
+            "session_limit"
+        );
     }
 
     /// A store whose every write fails: nothing may change, and clients get a 503.
@@ -1434,13 +1420,7 @@ mod tests {
     #[test]
     fn eviction_spares_rollouts_whose_call_is_running() {
         let reg = registry(10, Duration::from_secs(60), Arc::new(MemoryStore::new()));
-        let s = reg
-            .create(NewSession {
-                baseline_instruction: "x".into(),
-                settings: settings(),
-                metadata: None,
-            })
-            .unwrap();
+        let s = reg.create(new_session("x")).unwrap();
         // The env keeps 1000 rollouts; the first call stays open while 1000 more finish.
         let running = s.begin_call(None).unwrap();
         for _ in 0..1000 {
@@ -1457,13 +1437,7 @@ mod tests {
             reward_writes: Default::default(),
         });
         let reg = registry(10, Duration::from_secs(60), store.clone());
-        let s = reg
-            .create(NewSession {
-                baseline_instruction: "x".into(),
-                settings: settings(),
-                metadata: None,
-            })
-            .unwrap();
+        let s = reg.create(new_session("x")).unwrap();
         let t = ok_call(&s, None);
         let writes = || {
             store
@@ -1496,24 +1470,14 @@ mod tests {
     #[tokio::test]
     async fn failed_store_writes_change_nothing() {
         let reg = registry(10, Duration::from_secs(60), Arc::new(BrokenStore));
-        let err = reg
-            .create(NewSession {
-                baseline_instruction: "x".into(),
-                settings: settings(),
-                metadata: None,
-            })
-            .unwrap_err();
+        let err = reg.create(new_session("x")).unwrap_err();
         assert_eq!(err.status(), 503);
         assert!(err.extra_headers().iter().any(|(h, _)| *h == "retry-after"));
         assert!(reg.is_empty() && reg.list(10, None).items.is_empty());
 
         let s = Arc::new(Session::new(
             1,
-            NewSession {
-                baseline_instruction: "x".into(),
-                settings: settings(),
-                metadata: None,
-            },
+            new_session("x"),
             Arc::new(env_with(Duration::from_secs(60), Arc::new(BrokenStore))),
         ));
         let t = ok_call(&s, None);
