@@ -145,127 +145,16 @@ fn typed_reply_text(body: &[u8]) -> Option<String> {
 }
 
 /// `choices[0].message.content` when it is a string, found by walking the reply's
-/// structure without parsing the rest of it: the typed parse costs about 20 instructions
-/// per byte of the whole reply, on every call. Only the content string itself is decoded
-/// (by serde_json). `None` for any other shape (content `null`, a key written with
-/// escapes, anything unexpected): the typed parse then decides. The rest of the reply is
-/// not validated; capture is best effort, and a reply whose content was found is kept.
+/// structure with the body scanner (`rewrite::completion_content_span`) instead of
+/// parsing all of it: the typed parse costs about 20 instructions per byte of the whole
+/// reply, on every call. Only the content string itself is decoded (by serde_json).
+/// `None` for any other shape (content `null`, a key written with escapes, anything
+/// unexpected): the typed parse then decides. What follows the content is not read;
+/// capture is best effort, and a reply whose content was found is kept.
 fn quick_content(body: &[u8]) -> Option<String> {
-    let mut w = JsonWalker { bytes: body, at: 0 };
-    w.enter(b'{')?;
-    w.find_key(b"choices")?;
-    w.enter(b'[')?;
-    w.enter(b'{')?;
-    w.find_key(b"message")?;
-    w.enter(b'{')?;
-    w.find_key(b"content")?;
-    let (start, end) = w.string()?;
-    serde_json::from_slice::<String>(body.get(start..end)?).ok()
-}
-
-/// A cursor over JSON bytes for [`quick_content`]. Every method returns `None` rather
-/// than read past the end or accept something it does not expect.
-struct JsonWalker<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl JsonWalker<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    /// Steps into an object (`{`) or array (`[`) that starts here.
-    fn enter(&mut self, open: u8) -> Option<()> {
-        self.skip_ws();
-        (self.peek()? == open).then(|| self.at += 1)
-    }
-
-    /// Inside an object, at its first member or after a `,`: moves to the value of the
-    /// first member named `key` (spelled without escapes), skipping the others.
-    fn find_key(&mut self, key: &[u8]) -> Option<()> {
-        loop {
-            self.skip_ws();
-            let (start, end) = self.string()?;
-            let name = self.bytes.get(start + 1..end - 1)?;
-            if name.contains(&b'\\') {
-                return None;
-            }
-            self.skip_ws();
-            (self.peek()? == b':').then_some(())?;
-            self.at += 1;
-            self.skip_ws();
-            if name == key {
-                return Some(());
-            }
-            self.skip_value()?;
-            self.skip_ws();
-            (self.peek()? == b',').then_some(())?;
-            self.at += 1;
-        }
-    }
-
-    /// The string that starts here: its span, quotes included.
-    fn string(&mut self) -> Option<(usize, usize)> {
-        let start = self.at;
-        (self.peek()? == b'"').then_some(())?;
-        let mut i = start + 1;
-        loop {
-            match *self.bytes.get(i)? {
-                b'"' => {
-                    self.at = i + 1;
-                    return Some((start, i + 1));
-                }
-                b'\\' => i += 2,
-                _ => i += 1,
-            }
-        }
-    }
-
-    /// Skips the value that starts here (a string, a scalar, or a whole object or array).
-    fn skip_value(&mut self) -> Option<()> {
-        let mut depth = 0usize;
-        loop {
-            self.skip_ws();
-            match self.peek()? {
-                b'"' => {
-                    self.string()?;
-                }
-                b'{' | b'[' => {
-                    depth += 1;
-                    self.at += 1;
-                    continue;
-                }
-                b'}' | b']' => {
-                    depth = depth.checked_sub(1)?;
-                    self.at += 1;
-                }
-                b',' | b':' if depth > 0 => {
-                    self.at += 1;
-                    continue;
-                }
-                _ => {
-                    let scalar_start = self.at;
-                    while !matches!(
-                        self.peek(),
-                        None | Some(b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\n' | b'\r')
-                    ) {
-                        self.at += 1;
-                    }
-                    (self.at > scalar_start).then_some(())?;
-                }
-            }
-            if depth == 0 {
-                return Some(());
-            }
-        }
-    }
+    let text = std::str::from_utf8(body).ok()?;
+    let (start, end) = crate::rewrite::completion_content_span(text)?;
+    serde_json::from_str::<String>(text.get(start..end)?).ok()
 }
 
 /// Concatenates `choices[0].delta.content` over the `data:` events of an SSE stream.

@@ -56,6 +56,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+pub(crate) use scan::completion_content_span;
 use scan::InstructionSlot;
 
 /// Appended to a captured message content that was cut at `capture_max_bytes`.

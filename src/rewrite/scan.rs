@@ -204,6 +204,32 @@ pub(super) fn scan(text: &str) -> Result<Body<'_>, SyntaxError> {
     }
 }
 
+/// Finds `choices[0].message.content` in a chat completion reply when it is a string, and
+/// returns its span in `text` (quotes included), skipping every other member with the
+/// same validating skips as the body scan. `None` for any other shape: content not a
+/// string, a key on the way written with escapes, or a syntax error before the content.
+/// What follows the content is not read.
+pub(crate) fn completion_content_span(text: &str) -> Option<(usize, usize)> {
+    let mut scanner = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        i: 0,
+        error: None,
+    };
+    scanner.enter(b'{')?;
+    scanner.member(b"choices")?;
+    scanner.enter(b'[')?;
+    scanner.enter(b'{')?;
+    scanner.member(b"message")?;
+    scanner.enter(b'{')?;
+    scanner.member(b"content")?;
+    (scanner.skip_ws()? == b'"').then_some(())?;
+    let start = scanner.i;
+    scanner.i += 1;
+    scanner.lenient_str().ok()?;
+    Some((start, scanner.i))
+}
+
 /// The scan stopped on a syntax error, recorded in [`Scanner::error`]. A
 /// zero-sized error keeps every `Result` in the scanner small enough to be
 /// returned in registers.
@@ -424,6 +450,30 @@ impl<'a> Scanner<'a> {
             }
             Some(_) => Err(self.peek_error(Code::ExpectedColon)),
             None => Err(self.peek_error(Code::EofWhileParsingObject)),
+        }
+    }
+
+    /// Steps into the object (`{`) or array (`[`) that starts here, for
+    /// [`completion_content_span`].
+    fn enter(&mut self, open: u8) -> Option<()> {
+        (self.skip_ws()? == open).then(|| self.i += 1)
+    }
+
+    /// Inside an object, at its first member: moves to the value of the first member
+    /// named `name` (a key written with escapes ends the search), skipping the others.
+    fn member(&mut self, name: &[u8]) -> Option<()> {
+        loop {
+            let (start, escaped) = self.key().ok()?;
+            let key = self.bytes.get(start..self.i - 1)?;
+            if escaped {
+                return None;
+            }
+            self.colon().ok()?;
+            if key == name {
+                return Some(());
+            }
+            self.skip_value().ok()?;
+            (self.skip_ws()? == b',').then(|| self.i += 1)?;
         }
     }
 
