@@ -48,6 +48,10 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     pub connector: Connector,
     dns: ArcSwapOption<(SocketAddr, Instant)>,
+    /// `{base path}/chat/completions`, and the `Authorization` value for the configured
+    /// key: the same for every call, so built once.
+    chat_path: String,
+    authorization: Option<Secret>,
 }
 
 impl Upstream {
@@ -58,6 +62,11 @@ impl Upstream {
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned());
         Upstream {
+            chat_path: config.url.chat_completions_path(),
+            authorization: config
+                .api_key
+                .as_ref()
+                .map(|key| Secret::new(format!("Bearer {}", key.expose()))),
             config,
             connector: Connector::new(Some(options)),
             dns: ArcSwapOption::empty(),
@@ -126,16 +135,15 @@ impl Upstream {
         client: &RequestHeader,
         body: Bytes,
     ) -> Result<UpstreamRequest, ApiError> {
-        let url = &self.config.url;
-        let path = url.chat_completions_path();
         let query = client.uri.query();
-        let mut req = RequestWriter::new(client.method.as_str(), &path, query, body.len())?;
+        let mut req =
+            RequestWriter::new(client.method.as_str(), &self.chat_path, query, body.len())?;
         for (name, value) in client.headers.iter() {
             let n = name.as_str();
             if HOP_BY_HOP.contains(&n) || n == "content-length" {
                 continue;
             }
-            if n == "authorization" && self.config.api_key.is_some() {
+            if n == "authorization" && self.authorization.is_some() {
                 continue;
             }
             req.header(n, value.as_bytes());
@@ -147,8 +155,8 @@ impl Upstream {
     fn finish_request(&self, mut req: RequestWriter, body: Bytes) -> UpstreamRequest {
         req.header("host", self.config.url.host_header.as_bytes());
         req.header("content-length", body.len().to_string().as_bytes());
-        if let Some(key) = &self.config.api_key {
-            req.header("authorization", bearer(key).as_bytes());
+        if let Some(value) = &self.authorization {
+            req.header("authorization", value.expose().as_bytes());
         }
         req.finish(body)
     }
@@ -291,8 +299,7 @@ impl Upstream {
         max_response: usize,
     ) -> Result<(u16, Bytes), ApiError> {
         let body = Bytes::from(body.to_string());
-        let path = self.config.url.chat_completions_path();
-        let mut req = RequestWriter::new("POST", &path, None, body.len())?;
+        let mut req = RequestWriter::new("POST", &self.chat_path, None, body.len())?;
         req.header("content-type", b"application/json");
         req.header("accept-encoding", b"identity");
         let req = self.finish_request(req, body);
@@ -351,10 +358,6 @@ async fn write_request(
         Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "while writing the request", e),
         Err(_) => Error::e_explain(ErrorType::WriteTimedout, "while writing the request"),
     }
-}
-
-fn bearer(key: &Secret) -> String {
-    format!("Bearer {}", key.expose())
 }
 
 /// Maps a failed upstream exchange (before any response byte went to the client) to the
