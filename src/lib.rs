@@ -18,6 +18,7 @@ pub mod capture;
 pub mod config;
 pub mod errors;
 pub mod gateway;
+pub mod json_object;
 pub mod logging;
 pub mod metrics;
 pub mod pareto;

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::json_object::JsonObject;
+
 /// How often buffered access-log lines are written out.
 pub const ACCESS_FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// A buffer this large is written out at once, by the request that filled it.
@@ -60,7 +62,7 @@ impl AccessRecord<'_> {
     /// it (a test checks), without serde's per-field machinery: this runs once per
     /// request and was a third of the logging phase's instructions.
     fn write_json(&self, out: &mut Vec<u8>) {
-        let mut line = JsonLine::new(out);
+        let mut line = JsonObject::new(out);
         line.str("ts", Some(self.ts));
         line.str("route", Some(self.route));
         line.str("method", Some(self.method));
@@ -75,58 +77,6 @@ impl AccessRecord<'_> {
         line.int("bytes_in", self.bytes_in);
         line.int("bytes_out", self.bytes_out);
         line.end();
-    }
-}
-
-/// Writes a flat JSON object field by field. Keys are constants (nothing to escape).
-struct JsonLine<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> JsonLine<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
-        out.push(b'{');
-        JsonLine { out, first: true }
-    }
-
-    fn key(&mut self, key: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    fn str(&mut self, key: &str, value: Option<&str>) {
-        self.key(key);
-        match value {
-            Some(v) => json_escape_simd::escape_into(v, self.out),
-            None => self.out.extend_from_slice(b"null"),
-        }
-    }
-
-    fn int(&mut self, key: &str, value: usize) {
-        self.key(key);
-        self.out
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    }
-
-    /// As serde_json: the shortest round-trip form, `null` for NaN and infinities.
-    fn float(&mut self, key: &str, value: Option<f64>) {
-        self.key(key);
-        match value {
-            Some(v) if v.is_finite() => self
-                .out
-                .extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes()),
-            _ => self.out.extend_from_slice(b"null"),
-        }
-    }
-
-    fn end(self) {
-        self.out.push(b'}');
     }
 }
 

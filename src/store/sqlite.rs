@@ -33,6 +33,7 @@ use super::{
     RestoredCandidate, RestoredReward, RestoredRollout, RestoredSession, RewardCommit, RewardWrite,
     StateStore, StoreError, StoreProbe, StoredRollout,
 };
+use crate::json_object::JsonObject;
 use crate::rewrite::CapturedMessage;
 use crate::sessions::{rfc3339, Candidate, GepaSettings, Reward, Rollout, Session, Status};
 
@@ -971,9 +972,10 @@ fn read_rewards(
 }
 
 /// The captured messages as the JSON array `[{"role":…,"content":…},…]`, byte for byte
-/// what `serde_json` writes. Written by hand with a SIMD string escaper because this runs
-/// once per proxied call on the store's writer thread, where serde_json's byte-at-a-time
-/// escaping of the captured text was a quarter of the writer's work (callgrind).
+/// what `serde_json` writes. Written with [`JsonObject`] (a SIMD string escaper) because
+/// this runs once per proxied call on the store's writer thread, where serde_json's
+/// byte-at-a-time escaping of the captured text was a quarter of the writer's work
+/// (callgrind).
 fn encode_messages(messages: &[CapturedMessage]) -> String {
     let text: usize = messages
         .iter()
@@ -985,11 +987,10 @@ fn encode_messages(messages: &[CapturedMessage]) -> String {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"role\":");
-        json_escape_simd::escape_into(&m.role, &mut out);
-        out.extend_from_slice(b",\"content\":");
-        json_escape_simd::escape_into(&m.content, &mut out);
-        out.push(b'}');
+        let mut object = JsonObject::new(&mut out);
+        object.str("role", Some(&m.role));
+        object.str("content", Some(&m.content));
+        object.end();
     }
     out.push(b']');
     // Escaping keeps UTF-8 valid; the fallback is never taken.
