@@ -10,8 +10,9 @@
 //! explicit. See the README's design notes.
 
 use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
-use pingora_error::{Error, Result};
+use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::sync::Arc;
@@ -25,7 +26,18 @@ use crate::rewrite::{self, BodyError};
 use crate::sessions::{CallOutcome, CallTicket, Session as GepaSession};
 
 /// Response headers that describe the upstream hop; Pingora frames the client response.
-const RESPONSE_HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
+static RESPONSE_HOP_BY_HOP: [HeaderName; 4] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::UPGRADE,
+];
+
+/// The headers that tell the client which session, rollout and candidate served it.
+static X_GEPA_SYSTEM_ID: HeaderName = HeaderName::from_static("x-gepa-system-id");
+static X_GEPA_ROLLOUT_ID: HeaderName = HeaderName::from_static("x-gepa-rollout-id");
+static X_GEPA_CANDIDATE_ID: HeaderName = HeaderName::from_static("x-gepa-candidate-id");
+const GEPA_HEADER_COUNT: usize = 3;
 
 /// Serves a proxied call. `Err` only when the client connection is unusable (a write to it
 /// failed, or a stream broke after its header went out): Pingora then closes it.
@@ -134,14 +146,27 @@ async fn read_body(
             .write_continue_response()
             .await?;
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    // A body that arrives as one chunk (the usual case) is kept as it is; only one that
+    // takes several is copied into one buffer.
+    let mut single: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0;
     while let Some(chunk) = session.read_request_body().await? {
-        if buf.len() + chunk.len() > limit {
+        len += chunk.len();
+        if len > limit {
             return Ok(Err(ApiError::PayloadTooLarge { limit }));
         }
-        buf.extend_from_slice(&chunk);
+        match single.take() {
+            None if joined.is_empty() => single = Some(chunk),
+            Some(first) => {
+                joined.reserve(declared.map_or(len, |n| n as usize).max(len));
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+            }
+            None => joined.extend_from_slice(&chunk),
+        }
     }
-    Ok(Ok(buf.freeze()))
+    Ok(Ok(single.unwrap_or_else(|| joined.freeze())))
 }
 
 /// How an exchange ended.
@@ -156,11 +181,15 @@ impl ExchangeEnd {
     }
 }
 
-fn gepa_headers(gepa: &GepaSession, ticket: &CallTicket) -> [(&'static str, String); 3] {
+/// The x-gepa headers for a local (error) response.
+fn gepa_headers(
+    gepa: &GepaSession,
+    ticket: &CallTicket,
+) -> [(&'static str, String); GEPA_HEADER_COUNT] {
     [
-        ("x-gepa-system-id", gepa.id.clone()),
-        ("x-gepa-rollout-id", ticket.rollout_id.to_string()),
-        ("x-gepa-candidate-id", ticket.candidate_id.clone()),
+        (X_GEPA_SYSTEM_ID.as_str(), gepa.id.clone()),
+        (X_GEPA_ROLLOUT_ID.as_str(), ticket.rollout_id.to_string()),
+        (X_GEPA_CANDIDATE_ID.as_str(), ticket.candidate_id.clone()),
     ]
 }
 
@@ -175,7 +204,6 @@ async fn exchange(
     body: Bytes,
     recorder: &mut Recorder<'_>,
 ) -> ExchangeEnd {
-    let headers = gepa_headers(gepa, ticket);
     let started = Instant::now();
     let connected = match gw.upstream.build_request(session.req_header(), body) {
         Ok(req) => gw.upstream.send(&req).await,
@@ -187,7 +215,7 @@ async fn exchange(
             ctx.error_code = Some(api.code());
             ctx.upstream_ms = Some(started.elapsed());
             recorder.record(false, None);
-            let res = respond::error(session, &api, &headers).await;
+            let res = respond::error(session, &api, &gepa_headers(gepa, ticket)).await;
             return ExchangeEnd::failed(res.err());
         }
     };
@@ -199,7 +227,7 @@ async fn exchange(
         };
         ctx.error_code = Some(api.code());
         recorder.record(false, None);
-        let res = respond::error(session, &api, &headers).await;
+        let res = respond::error(session, &api, &gepa_headers(gepa, ticket)).await;
         return ExchangeEnd::failed(res.err());
     };
     let status = upstream_header.status.as_u16();
@@ -209,7 +237,12 @@ async fn exchange(
         header_str(upstream_header, "content-encoding"),
         gw.config.capture_max_bytes,
     );
-    let client_header = match client_response_header(upstream_header, &headers) {
+    let client_header = match client_response_header(
+        upstream_header,
+        &gepa.id,
+        &ticket.rollout_id,
+        &ticket.candidate_id,
+    ) {
         Ok(h) => h,
         Err(e) => return ExchangeEnd::failed(Some(e)),
     };
@@ -249,18 +282,41 @@ fn header_str<'a>(h: &'a ResponseHeader, name: &str) -> &'a str {
 
 /// The upstream's status and headers, minus hop-by-hop ones, plus the x-gepa headers.
 /// This is the gateway's response filter.
+///
+/// Built as plain `http` parts with typed header names rather than by cloning the
+/// upstream's `ResponseHeader` and editing it: each of Pingora's header edits parses the
+/// name again and keeps it in two maps, which made this the costliest step of the proxy
+/// path. The client gets names in canonical case (Pingora title-cases the standard ones,
+/// the rest go lower case), which HTTP/1.1 allows.
 fn client_response_header(
     upstream: &ResponseHeader,
-    gepa_headers: &[(&'static str, String)],
+    session_id: &str,
+    rollout_id: &str,
+    candidate_id: &str,
 ) -> Result<Box<ResponseHeader>> {
-    let mut h = Box::new(upstream.clone());
-    for name in RESPONSE_HOP_BY_HOP {
-        h.remove_header(name);
+    let mut headers = HeaderMap::with_capacity(upstream.headers.len() + GEPA_HEADER_COUNT);
+    for (name, value) in &upstream.headers {
+        if !RESPONSE_HOP_BY_HOP.contains(name) {
+            headers.append(name.clone(), value.clone());
+        }
     }
-    for (name, value) in gepa_headers {
-        h.insert_header(*name, value.as_str())?;
+    let values = [
+        (&X_GEPA_SYSTEM_ID, session_id),
+        (&X_GEPA_ROLLOUT_ID, rollout_id),
+        (&X_GEPA_CANDIDATE_ID, candidate_id),
+    ];
+    for (name, value) in values {
+        let value = HeaderValue::from_str(value).or_err(
+            InvalidHTTPHeader,
+            "an x-gepa header value is not a valid header",
+        )?;
+        headers.insert(name.clone(), value);
     }
-    Ok(h)
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = upstream.status;
+    parts.version = upstream.version;
+    parts.headers = headers;
+    Ok(Box::new(ResponseHeader::from(parts)))
 }
 
 /// Streams the response body to the client chunk by chunk, keeping a copy for capture.
@@ -285,4 +341,62 @@ async fn relay_body(
         session.write_response_body(Some(chunk), false).await?;
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_header_drops_hop_by_hop_headers_and_adds_the_gepa_ones() {
+        let mut upstream = ResponseHeader::build(201, None).unwrap();
+        for (name, value) in [
+            ("Content-Type", "application/json"),
+            ("X-Request-Id", "req-1"),
+            ("Set-Cookie", "a=1"),
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Upgrade", "h2c"),
+            ("x-gepa-rollout-id", "spoofed"),
+        ] {
+            upstream.append_header(name, value).unwrap();
+        }
+        upstream.append_header("Set-Cookie", "b=2").unwrap();
+
+        let h = client_response_header(&upstream, "sess", "ro_1", "cand").unwrap();
+
+        assert_eq!(h.status.as_u16(), 201);
+        let mut names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "set-cookie",
+                "x-gepa-candidate-id",
+                "x-gepa-rollout-id",
+                "x-gepa-system-id",
+                "x-request-id",
+            ]
+        );
+        let cookies: Vec<_> = h.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(
+            cookies,
+            ["a=1", "b=2"],
+            "repeated headers all kept, in order"
+        );
+        assert_eq!(h.headers["x-gepa-system-id"], "sess");
+        assert_eq!(
+            h.headers["x-gepa-rollout-id"], "ro_1",
+            "the upstream's is replaced"
+        );
+        assert_eq!(h.headers["x-gepa-candidate-id"], "cand");
+    }
+
+    #[test]
+    fn an_id_that_is_no_header_value_is_an_error_not_a_panic() {
+        let upstream = ResponseHeader::build(200, None).unwrap();
+        assert!(client_response_header(&upstream, "bad\nid", "ro_1", "cand").is_err());
+    }
 }

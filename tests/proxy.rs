@@ -310,6 +310,25 @@ async fn oversized_bodies_are_413_declared_or_streamed() {
     let ok = json!({"model": "m", "messages": [{"role": "user", "content": "a".repeat(3000)}]});
     let (status, _, _) = post_chat(&gw.chat_url(id), ok.to_string(), &[]).await;
     assert_eq!(status, 200);
+    // ... also when it arrives chunked, in pieces: joined whole before the rewrite.
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = ok
+        .to_string()
+        .into_bytes()
+        .chunks(700)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(gw.chat_url(id))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let up = mock.last().json();
+    assert_eq!(up["messages"][0]["content"], "x");
+    assert_eq!(up["messages"][1]["content"], "a".repeat(3000));
+    assert_eq!(mock.count(), 2);
 }
 
 #[tokio::test]
