@@ -134,8 +134,14 @@ fn match_session_path(rest: &str) -> (Option<Route<'_>>, &'static str) {
 
 /// `{id}[/{correlation_id}][/v1]/chat/completions` under the proxy prefix.
 fn match_proxy_path(rest: &str) -> Option<Route<'_>> {
-    let parts: Vec<&str> = rest.split('/').collect();
-    let (session_id, correlation_id) = match parts.as_slice() {
+    // At most five segments; split into a fixed array, as this runs on every call.
+    let mut parts = [""; 5];
+    let mut count = 0;
+    for part in rest.split('/') {
+        *parts.get_mut(count)? = part;
+        count += 1;
+    }
+    let (session_id, correlation_id) = match &parts[..count] {
         [id, "chat", "completions"] | [id, "v1", "chat", "completions"] => (*id, None),
         [id, corr, "chat", "completions"] | [id, corr, "v1", "chat", "completions"] => {
             (*id, Some(*corr))
@@ -204,6 +210,22 @@ mod tests {
                 correlation_id: Some("c9")
             }
         );
+    }
+
+    #[test]
+    fn proxy_paths_with_extra_segments_are_404() {
+        for tail in [
+            "c/v1/chat/completions/x",
+            "c/v1/chat/completions/x/y",
+            "c/d/v1/chat/completions",
+            "chat/completions/",
+        ] {
+            assert_eq!(
+                post(&format!("/api/gepa/v1/{ID}/{tail}")),
+                Route::NotFound,
+                "{tail}"
+            );
+        }
     }
 
     #[test]

@@ -320,7 +320,9 @@ async fn oversized_bodies_are_413_declared_or_streamed() {
     let r = reqwest::Client::new()
         .post(gw.chat_url(id))
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
