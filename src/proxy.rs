@@ -263,10 +263,7 @@ async fn exchange(
     // Only now does the client see the end of the response.
     let finished = session.write_response_body(last_chunk, true).await;
     if upstream.response_done() {
-        gw.upstream
-            .connector
-            .release_http_session(upstream, &peer, Some(gw.upstream.pool_idle_timeout()))
-            .await;
+        gw.upstream.release(upstream, &peer).await;
     }
     ExchangeEnd {
         client_error: finished.err(),

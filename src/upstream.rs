@@ -7,7 +7,7 @@
 
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
-use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::http::v1::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::client::HttpSession as Http1Session;
@@ -46,7 +46,8 @@ const HOP_BY_HOP: [&str; 10] = [
 
 pub struct Upstream {
     pub config: UpstreamConfig,
-    pub connector: Connector,
+    /// HTTP/1.1 only: the exchange writes the request on the connection's stream itself.
+    connector: Connector,
     dns: ArcSwapOption<(SocketAddr, Instant)>,
     /// `{base path}/chat/completions`, and the `Authorization` value for the configured
     /// key: the same for every call, so built once.
@@ -89,10 +90,6 @@ impl Upstream {
         // HTTP/1.1 keeps SSE framing simple and is what every OpenAI-compatible server speaks.
         o.alpn = ALPN::H1;
         Ok(peer)
-    }
-
-    pub fn pool_idle_timeout(&self) -> Duration {
-        POOL_IDLE_TIMEOUT
     }
 
     async fn resolve(&self) -> Result<SocketAddr, ApiError> {
@@ -246,16 +243,37 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (up, reused) = self
-                .connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| upstream_error(&e))?;
+            let (up, reused) = self.connection(&peer).await?;
             match self.exchange_header(up, &peer, req).await {
                 Ok(up) => return Ok((up, peer)),
                 Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
                 Err(e) => return Err(upstream_error(&e)),
             }
+        }
+    }
+
+    /// A pooled connection to `peer` if one is idle, else a new one (and whether it was
+    /// pooled).
+    ///
+    /// The pool is asked first, and the connect path is boxed, because Pingora's connect
+    /// future (TCP and TLS handshakes) is about 8 KiB: awaited inline it would make the
+    /// whole request's future that large, and Pingora copies that future into a box on
+    /// every request. Boxed here, the copy is paid only when a connection is made.
+    async fn connection(&self, peer: &HttpPeer) -> Result<(Http1Session, bool), ApiError> {
+        if let Some(up) = self.connector.reused_http_session(peer).await {
+            return Ok((up, true));
+        }
+        Box::pin(self.connector.get_http_session(peer))
+            .await
+            .map_err(|e| upstream_error(&e))
+    }
+
+    /// Returns the connection of a finished exchange to the pool.
+    pub async fn release(&self, up: UpstreamSession, peer: &HttpPeer) {
+        if let UpstreamSession::H1(h1) = up {
+            self.connector
+                .release_http_session(h1, peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
         }
     }
 
@@ -270,18 +288,11 @@ impl Upstream {
     /// `Connection` header: we send neither.
     async fn exchange_header(
         &self,
-        up: UpstreamSession,
+        up: Http1Session,
         peer: &HttpPeer,
         req: &UpstreamRequest,
     ) -> pingora_error::Result<UpstreamSession> {
-        // The peer's ALPN is H1, so the connector hands out HTTP/1 sessions only.
-        let UpstreamSession::H1(h1) = up else {
-            return Error::e_explain(
-                ErrorType::InvalidHTTPHeader,
-                "the upstream connection is not HTTP/1.1",
-            );
-        };
-        let mut stream = h1.into_inner();
+        let mut stream = up.into_inner();
         write_request(&mut stream, req, self.config.write_timeout).await?;
         let mut up = UpstreamSession::H1(Http1Session::new_with_options(stream, peer));
         up.set_read_timeout(Some(self.config.read_timeout));
@@ -320,9 +331,7 @@ impl Upstream {
             out.extend_from_slice(&chunk);
         }
         if up.response_done() {
-            self.connector
-                .release_http_session(up, &peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
+            self.release(up, &peer).await;
         }
         Ok((status, Bytes::from(out)))
     }
