@@ -26,7 +26,7 @@ pub fn issue(key: &[u8; 32], session_id: &str, position: usize) -> String {
     let nonce_hex = &id[3..];
     let tag = mac(key, session_id, nonce_hex, position);
     id.push('_');
-    id.push_str(&position.to_string());
+    id.push_str(itoa::Buffer::new().format(position));
     id.push('_');
     push_hex(&mut id, &tag);
     id
@@ -79,9 +79,16 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    // Digits are collected as bytes and appended in one go: a `char` push per digit
+    // costs a UTF-8 encoding step each, and ids are issued on every call.
+    let mut digits = [0u8; 64];
+    for chunk in bytes.chunks(digits.len() / 2) {
+        for (pair, b) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        // ASCII, so this borrows (never replaces nor allocates).
+        out.push_str(&String::from_utf8_lossy(&digits[..2 * chunk.len()]));
     }
 }
 
@@ -103,6 +110,23 @@ mod tests {
         let b = issue(&KEY, "sess", 0);
         assert_ne!(a, b, "every id is fresh");
         assert!(a < b, "ids sort by creation: {a} {b}");
+    }
+
+    #[test]
+    fn hex_is_lower_case_two_digits_per_byte_at_any_length() {
+        let bytes: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
+        for len in [0, 1, 8, 16, 31, 32, 33, 64, 65, 512] {
+            let expected: String = bytes[..len].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex(&bytes[..len]), expected, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn an_id_issued_before_this_build_still_verifies() {
+        // Pinned bytes: a change to the id's text (hex, MAC input) would orphan the
+        // rewards of every rollout already handed out.
+        let id = "ro_0193a1b2c3d4e5f60718293a4b5c6d7e_2_f9be87c249bdb6e8";
+        assert_eq!(verify(&KEY, "sess", id), Some(2));
     }
 
     #[test]
