@@ -79,16 +79,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // Digits are collected as bytes and appended in one go: a `char` push per digit
-    // costs a UTF-8 encoding step each, and ids are issued on every call.
-    let mut digits = [0u8; 64];
-    for chunk in bytes.chunks(digits.len() / 2) {
-        for (pair, b) in digits.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 15)];
-        }
-        // ASCII, so this borrows (never replaces nor allocates).
-        out.push_str(&String::from_utf8_lossy(&digits[..2 * chunk.len()]));
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
     }
 }
 
