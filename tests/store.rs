@@ -495,6 +495,19 @@ async fn concurrent_rewards_count_once_on(gw: Gateway) {
 }
 
 #[tokio::test]
+async fn a_database_in_a_directory_that_does_not_exist_yet_is_created_with_it() {
+    // The shipped config's `data/gepa.db` on a fresh checkout: no `data/` yet.
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.db_file = "data/nested/gepa.db".into();
+    let gw = Gateway::start_with(o).await;
+    let s = gw.create_session("x").await;
+    assert_eq!(s["status"], "started");
+    assert!(gw.db_path().is_file(), "{}", gw.db_path().display());
+    assert!(gw.dir.path().join("data/nested/gepa.db.lock").is_file());
+}
+
+#[tokio::test]
 async fn a_second_gateway_on_the_same_database_is_refused() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;

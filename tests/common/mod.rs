@@ -286,6 +286,7 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     /// The environment it was started with, to start it again on the same files.
     envs: Vec<(String, String)>,
+    db_file: String,
 }
 
 pub struct GatewayOptions {
@@ -303,6 +304,8 @@ pub struct GatewayOptions {
     pub storage_yaml: String,
     /// `RUST_LOG` (default `warn`: no access log).
     pub rust_log: String,
+    /// The database file, relative to the gateway's temporary directory.
+    pub db_file: String,
 }
 
 impl GatewayOptions {
@@ -318,6 +321,7 @@ impl GatewayOptions {
             ca_file: None,
             storage_yaml: String::new(),
             rust_log: "warn".into(),
+            db_file: "gepa.db".into(),
         }
     }
 }
@@ -384,7 +388,7 @@ gateway:
     token_env: "GEPA_TEST_ADMIN_TOKEN"
     reward_token_env: "GEPA_TEST_REWARD_TOKEN"
   storage:
-    path: "{dir}/gepa.db"
+    path: "{dir}/{db_file}"
 {storage_yaml}  metrics:
     listen: "127.0.0.1:{metrics_port}"
   limits:
@@ -396,6 +400,7 @@ gateway:
             max_body = o.max_body_bytes,
             extra = o.extra_gateway_yaml,
             storage_yaml = o.storage_yaml,
+            db_file = o.db_file,
             ca_file = o
                 .ca_file
                 .as_ref()
@@ -423,6 +428,7 @@ gateway:
             dir,
             admin_token: o.admin_token,
             envs,
+            db_file: o.db_file,
         };
         gw.wait_healthy().await;
         gw
@@ -493,7 +499,7 @@ gateway:
 
     /// The gateway's database, for tests that check what reached the disk.
     pub fn db_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("gepa.db")
+        self.dir.path().join(&self.db_file)
     }
 
     pub fn log(&self) -> String {
