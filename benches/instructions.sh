@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, passthrough vs gateway, counted by
 # valgrind's callgrind: a figure that, unlike wall-clock throughput on a shared VM, repeats
-# within 0.1% for the same binaries and inputs (the store writer's share varies by about
+# within about 1% for the same binaries and inputs (the store writer's share varies by about
 # 2,000 per request: how many rollouts a transaction carries depends on timing). It
 # leaves out the kernel's work, about half of either proxy's CPU here: per request the
 # passthrough makes 3 sends and 2 receives, the gateway 2 and 2.
