@@ -181,16 +181,23 @@ impl ExchangeEnd {
     }
 }
 
+/// The x-gepa headers of a call: which session, rollout and candidate served it.
+type GepaHeaders<'a> = [(&'static HeaderName, &'a str); GEPA_HEADER_COUNT];
+
+fn gepa_header_values<'a>(gepa: &'a GepaSession, ticket: &'a CallTicket) -> GepaHeaders<'a> {
+    [
+        (&X_GEPA_SYSTEM_ID, &gepa.id),
+        (&X_GEPA_ROLLOUT_ID, &ticket.rollout_id),
+        (&X_GEPA_CANDIDATE_ID, &ticket.candidate_id),
+    ]
+}
+
 /// The x-gepa headers for a local (error) response.
 fn gepa_headers(
     gepa: &GepaSession,
     ticket: &CallTicket,
 ) -> [(&'static str, String); GEPA_HEADER_COUNT] {
-    [
-        (X_GEPA_SYSTEM_ID.as_str(), gepa.id.clone()),
-        (X_GEPA_ROLLOUT_ID.as_str(), ticket.rollout_id.to_string()),
-        (X_GEPA_CANDIDATE_ID.as_str(), ticket.candidate_id.clone()),
-    ]
+    gepa_header_values(gepa, ticket).map(|(name, value)| (name.as_str(), value.to_string()))
 }
 
 /// Sends the request upstream and relays the response. Every failure before the response
@@ -237,15 +244,11 @@ async fn exchange(
         header_str(upstream_header, "content-encoding"),
         gw.config.capture_max_bytes,
     );
-    let client_header = match client_response_header(
-        upstream_header,
-        &gepa.id,
-        &ticket.rollout_id,
-        &ticket.candidate_id,
-    ) {
-        Ok(h) => h,
-        Err(e) => return ExchangeEnd::failed(Some(e)),
-    };
+    let client_header =
+        match client_response_header(upstream_header, &gepa_header_values(gepa, ticket)) {
+            Ok(h) => h,
+            Err(e) => return ExchangeEnd::failed(Some(e)),
+        };
     if let Err(e) = session.write_response_header(client_header, false).await {
         return ExchangeEnd::failed(Some(e));
     }
@@ -287,9 +290,7 @@ fn header_str<'a>(h: &'a ResponseHeader, name: &str) -> &'a str {
 /// the rest go lower case), which HTTP/1.1 allows.
 fn client_response_header(
     upstream: &ResponseHeader,
-    session_id: &str,
-    rollout_id: &str,
-    candidate_id: &str,
+    gepa_headers: &GepaHeaders<'_>,
 ) -> Result<Box<ResponseHeader>> {
     let mut headers = HeaderMap::with_capacity(upstream.headers.len() + GEPA_HEADER_COUNT);
     for (name, value) in &upstream.headers {
@@ -297,12 +298,7 @@ fn client_response_header(
             headers.append(name.clone(), value.clone());
         }
     }
-    let values = [
-        (&X_GEPA_SYSTEM_ID, session_id),
-        (&X_GEPA_ROLLOUT_ID, rollout_id),
-        (&X_GEPA_CANDIDATE_ID, candidate_id),
-    ];
-    for (name, value) in values {
+    for &(name, value) in gepa_headers {
         let value = HeaderValue::from_str(value).or_err(
             InvalidHTTPHeader,
             "an x-gepa header value is not a valid header",
@@ -344,6 +340,14 @@ async fn relay_body(
 mod tests {
     use super::*;
 
+    fn gepa(session_id: &'static str) -> GepaHeaders<'static> {
+        [
+            (&X_GEPA_SYSTEM_ID, session_id),
+            (&X_GEPA_ROLLOUT_ID, "ro_1"),
+            (&X_GEPA_CANDIDATE_ID, "cand"),
+        ]
+    }
+
     #[test]
     fn the_client_header_drops_hop_by_hop_headers_and_adds_the_gepa_ones() {
         let mut upstream = ResponseHeader::build(201, None).unwrap();
@@ -361,7 +365,7 @@ mod tests {
         }
         upstream.append_header("Set-Cookie", "b=2").unwrap();
 
-        let h = client_response_header(&upstream, "sess", "ro_1", "cand").unwrap();
+        let h = client_response_header(&upstream, &gepa("sess")).unwrap();
 
         assert_eq!(h.status.as_u16(), 201);
         let mut names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
@@ -394,6 +398,6 @@ mod tests {
     #[test]
     fn an_id_that_is_no_header_value_is_an_error_not_a_panic() {
         let upstream = ResponseHeader::build(200, None).unwrap();
-        assert!(client_response_header(&upstream, "bad\nid", "ro_1", "cand").is_err());
+        assert!(client_response_header(&upstream, &gepa("bad\nid")).is_err());
     }
 }
