@@ -364,8 +364,11 @@ pub fn check(path: &Path, take_over: bool) -> Result<(), StoreError> {
 /// `kill -9`). Held by another process: an error, or with `take_over` a wait until that
 /// process hands over or exits.
 fn take_lock(path: &Path, take_over: bool) -> Result<std::fs::File, StoreError> {
-    // The lock file sits beside the database, so its directory must exist first.
-    create_parent_dir(path)?;
+    // The lock file sits beside the database, and is taken before any connection: the
+    // database's directory is created here.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(path, "creating the storage directory", e))?;
+    }
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
@@ -460,19 +463,9 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Creates the database's directory (and its parents) if missing.
-fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| err(path, "creating the storage directory", e))
-        }
-        None => Ok(()),
-    }
-}
-
-/// Opens a connection with the store's settings and brings the schema up to date.
+/// Opens a connection with the store's settings and brings the schema up to date. Called
+/// with the lock held ([`take_lock`], which also created the directory).
 fn connect(path: &Path) -> Result<Connection, StoreError> {
-    create_parent_dir(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
