@@ -151,7 +151,10 @@ impl Upstream {
     /// Host, Content-Length and the configured key, then the body.
     fn finish_request(&self, mut req: RequestWriter, body: Bytes) -> UpstreamRequest {
         req.header("host", self.config.url.host_header.as_bytes());
-        req.header("content-length", body.len().to_string().as_bytes());
+        req.header(
+            "content-length",
+            itoa::Buffer::new().format(body.len()).as_bytes(),
+        );
         if let Some(value) = &self.authorization {
             req.header("authorization", value.expose().as_bytes());
         }
