@@ -547,23 +547,22 @@ gateway:
     }
 
     pub async fn get_session(&self, id: &str) -> Value {
-        let r = self
-            .admin(reqwest::Client::new().get(self.url(&format!("{SESSIONS}/{id}"))))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
+        self.admin_get_ok(&format!("{SESSIONS}/{id}")).await
     }
 
     /// GET on the session list with `query` (e.g. `"?limit=2"`, or `""`), expecting 200.
     pub async fn list_sessions(&self, query: &str) -> Value {
+        self.admin_get_ok(&format!("{SESSIONS}{query}")).await
+    }
+
+    /// An admin GET of `path`, expecting 200; its JSON body.
+    async fn admin_get_ok(&self, path: &str) -> Value {
         let r = self
-            .admin(reqwest::Client::new().get(self.url(&format!("{SESSIONS}{query}"))))
+            .admin(reqwest::Client::new().get(self.url(path)))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(r.status(), 200, "GET {path}");
         r.json().await.unwrap()
     }
 
