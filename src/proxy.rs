@@ -102,7 +102,7 @@ pub async fn serve(
 /// find the outcome (e.g. `rollout_failed`) already booked.
 struct Recorder<'a> {
     gepa: &'a GepaSession,
-    rollout_id: &'a str,
+    rollout_id: &'a Arc<str>,
     input: Option<Vec<crate::rewrite::CapturedMessage>>,
 }
 

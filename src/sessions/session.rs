@@ -171,7 +171,9 @@ struct SessionState {
     status: Status,
     updated_at: OffsetDateTime,
     candidates: Vec<Arc<Candidate>>,
-    rollouts: HashMap<Arc<str>, Rollout>,
+    /// Keyed by ids this gateway issued (random, so a fast hash without flooding
+    /// resistance is safe here; client-chosen keys such as correlation ids keep SipHash).
+    rollouts: HashMap<Arc<str>, Rollout, foldhash::fast::RandomState>,
     rollout_order: VecDeque<Arc<str>>,
     pins: HashMap<String, CorrelationPin>,
     /// Rollouts whose first reward is being committed; a second reward for one of them
@@ -194,6 +196,8 @@ pub struct NewSession {
 #[derive(Debug)]
 pub struct Session {
     pub id: String,
+    /// The id again, shared (not copied) by the store's write-behind rollout records.
+    pub(crate) shared_id: Arc<str>,
     pub job_id: String,
     pub created_at: OffsetDateTime,
     pub metadata: Option<Value>,
@@ -207,8 +211,10 @@ impl Session {
     pub(super) fn new(seq: u64, new: NewSession, env: Arc<SessionEnv>) -> Self {
         let now = OffsetDateTime::now_utc();
         let baseline = Arc::new(Candidate::baseline(new.baseline_instruction.into()));
+        let id = uuid::Uuid::new_v4().to_string();
         Session {
-            id: uuid::Uuid::new_v4().to_string(),
+            shared_id: id.as_str().into(),
+            id,
             job_id: format!("pl_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
             created_at: now,
             metadata: new.metadata,
@@ -219,7 +225,7 @@ impl Session {
                 status: Status::Started,
                 updated_at: now,
                 candidates: vec![baseline],
-                rollouts: HashMap::new(),
+                rollouts: HashMap::default(),
                 rollout_order: VecDeque::new(),
                 pins: HashMap::new(),
                 committing: HashMap::new(),
@@ -308,9 +314,9 @@ impl Session {
     }
 
     /// Records how a call that [`Session::begin_call`] started ended.
-    pub fn finish_call(&self, rollout_id: &str, outcome: CallOutcome) {
+    pub fn finish_call(&self, rollout_id: &Arc<str>, outcome: CallOutcome) {
         let mut st = self.state.lock();
-        if let Some(r) = st.rollouts.get_mut(rollout_id) {
+        if let Some(r) = st.rollouts.get_mut(&**rollout_id) {
             r.calls_in_flight = r.calls_in_flight.saturating_sub(1);
             if outcome.ok {
                 r.calls_ok += 1;
@@ -852,16 +858,15 @@ impl SessionState {
             let Some(old) = self.rollout_order.pop_front() else {
                 break;
             };
-            let running = self
-                .rollouts
-                .get(&old)
-                .is_some_and(|r| r.calls_in_flight > 0);
-            if running && spared < 8 {
-                spared += 1;
-                self.rollout_order.push_back(old);
+            // One lookup in the common case; a running one (rare) is put back.
+            let Some(evicted) = self.rollouts.remove(&old) else {
                 continue;
+            };
+            if evicted.calls_in_flight > 0 && spared < 8 {
+                spared += 1;
+                self.rollouts.insert(old.clone(), evicted);
+                self.rollout_order.push_back(old);
             }
-            self.rollouts.remove(&old);
         }
     }
 
@@ -1012,7 +1017,7 @@ impl Session {
         let mut st = SessionState {
             status: r.status,
             updated_at: r.updated_at,
-            rollouts: HashMap::new(),
+            rollouts: HashMap::default(),
             rollout_order: VecDeque::new(),
             pins: HashMap::new(),
             committing: HashMap::new(),
@@ -1063,6 +1068,7 @@ impl Session {
         let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
         st.optimizer.best_is(best.as_deref());
         Some(Session {
+            shared_id: r.id.as_str().into(),
             id: r.id,
             job_id: r.job_id,
             created_at: r.created_at,
@@ -1356,7 +1362,7 @@ mod tests {
         fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+        fn rollout_finished(&self, _: &Session, _: &Arc<str>, _: &Rollout) {}
     }
 
     /// A store whose reward commits wait until the test opens the gate.
@@ -1395,7 +1401,7 @@ mod tests {
         fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
-        fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+        fn rollout_finished(&self, _: &Session, _: &Arc<str>, _: &Rollout) {}
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 pub mod sqlite;
 
 use serde_json::Value;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::errors::ApiError;
@@ -139,7 +140,7 @@ pub trait StateStore: Send + Sync {
     /// A candidate archived by pruning, before it stops serving.
     fn candidate_archived(&self, session: &Session, candidate_id: &str) -> Result<(), StoreError>;
     /// A finished call's rollout record, write-behind: must not block.
-    fn rollout_finished(&self, session: &Session, rollout_id: &str, rollout: &Rollout);
+    fn rollout_finished(&self, session: &Session, rollout_id: &Arc<str>, rollout: &Rollout);
 }
 
 /// Keeps nothing: state lives only in the process's memory.
@@ -185,7 +186,7 @@ impl StateStore for MemoryStore {
     fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
         Ok(())
     }
-    fn rollout_finished(&self, _: &Session, _: &str, _: &Rollout) {}
+    fn rollout_finished(&self, _: &Session, _: &Arc<str>, _: &Rollout) {}
 }
 
 /// A session as the durable store gives it back at start-up.

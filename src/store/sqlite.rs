@@ -93,6 +93,13 @@ CREATE TABLE rewards (
     "DROP INDEX IF EXISTS rollouts_by_candidate;",
 ];
 
+/// The page size of a database this build creates. Rollout records (about 1.5 KiB each
+/// for a 1 KiB chat) are written twice in WAL mode, to the log and then to the database
+/// by the checkpoint, each page by its own `pwrite`: 16 KiB pages take a quarter of the
+/// system calls and WAL frames of SQLite's default 4 KiB, and cut the writer's CPU per
+/// record by about a fifth (measured on an append of 1.5 KiB rows in batches of 100). A
+/// database created with another page size keeps it: WAL mode cannot change it.
+const PAGE_SIZE: i64 = 16 * 1024;
 /// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// How often the writer collects queued rollout records when no change wakes it sooner:
@@ -111,11 +118,12 @@ fn err(path: &Path, what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 /// One rollout record on its way to the writer thread. Encoding it (JSON, timestamps) is
-/// left to the writer, off the request path.
+/// left to the writer, off the request path. The ids are shared with the session, not
+/// copied: a copy would be allocated on a request thread and freed on the writer's.
 struct RolloutRow {
-    session_id: String,
-    id: String,
-    candidate_id: String,
+    session_id: Arc<str>,
+    id: Arc<str>,
+    candidate: Arc<Candidate>,
     correlation_id: Option<String>,
     created_at: OffsetDateTime,
     calls_ok: u32,
@@ -476,6 +484,10 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // holds it, and the write should fail (503) rather than hang the request.
     conn.busy_timeout(Duration::from_secs(2))
         .map_err(|e| err(path, "configuring the database", e))?;
+    // Takes effect only on a database that has no table yet (a new one), and must come
+    // before WAL mode is set.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(|e| err(path, "configuring the database", e))?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| err(path, "enabling WAL (is this a SQLite database?)", e))?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -792,9 +804,9 @@ fn insert_rollout(conn: &Connection, r: &RolloutRow) -> rusqlite::Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     stmt.execute(params![
-        r.session_id,
-        r.id,
-        r.candidate_id,
+        &*r.session_id,
+        &*r.id,
+        r.candidate.id,
         r.correlation_id,
         rfc3339(r.created_at),
         r.calls_ok,
@@ -1107,11 +1119,11 @@ impl StateStore for SqliteStore {
         )
     }
 
-    fn rollout_finished(&self, session: &Session, rollout_id: &str, rollout: &Rollout) {
+    fn rollout_finished(&self, session: &Session, rollout_id: &Arc<str>, rollout: &Rollout) {
         let row = RolloutRow {
-            session_id: session.id.clone(),
-            id: rollout_id.to_string(),
-            candidate_id: rollout.candidate.id.clone(),
+            session_id: session.shared_id.clone(),
+            id: rollout_id.clone(),
+            candidate: rollout.candidate.clone(),
             correlation_id: rollout.correlation_id.clone(),
             created_at: rollout.created_at,
             calls_ok: rollout.calls_ok,
@@ -1137,6 +1149,33 @@ mod tests {
             role: role.into(),
             content: content.into(),
         }
+    }
+
+    fn page_size(path: &Path) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_database_gets_16_kib_pages_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        connect(&fresh).unwrap();
+        assert_eq!(page_size(&fresh), PAGE_SIZE);
+
+        let old = dir.path().join("old.db");
+        let conn = Connection::open(&old).unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size = 4096; CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = connect(&old).unwrap();
+        let x: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, 1);
+        drop(conn);
+        assert_eq!(page_size(&old), 4096);
     }
 
     #[test]
