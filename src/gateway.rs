@@ -254,7 +254,6 @@ impl ProxyHttp for Gateway {
             .map(|h| h.status.as_u16())
             .unwrap_or(0);
         if crate::logging::access_enabled() {
-            let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
             let ts = crate::sessions::rfc3339(time::OffsetDateTime::now_utc());
             crate::logging::access(&crate::logging::AccessRecord {
                 ts: &ts,
@@ -265,9 +264,9 @@ impl ProxyHttp for Gateway {
                 rollout: ctx.rollout_id.as_deref(),
                 candidate: ctx.candidate_id.as_deref(),
                 error: ctx.error_code.or(e.map(|e| e.etype().as_str())),
-                upstream_ttfb_ms: ms(ctx.upstream_ttfb),
-                upstream_ms: ms(ctx.upstream_ms),
-                total_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+                upstream_ttfb_ms: ctx.upstream_ttfb,
+                upstream_ms: ctx.upstream_ms,
+                total_ms: ctx.started.elapsed(),
                 bytes_in: ctx.bytes_in,
                 bytes_out: ctx.bytes_out,
             });

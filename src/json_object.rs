@@ -1,7 +1,7 @@
-//! A flat JSON object written field by field, byte for byte as `serde_json` writes the
-//! same fields (strings through a SIMD escaper, numbers through itoa and ryu), for the
-//! two outputs written once per proxied call: the access-log line and the store's
-//! captured messages. Callers' tests hold the output to serde_json's.
+//! A flat JSON object written field by field (strings through a SIMD escaper, integers
+//! through itoa), for the two outputs written once per proxied call: the access-log line
+//! and the store's captured messages. Strings are escaped byte for byte as `serde_json`
+//! escapes them; callers' tests hold the output to serde_json's.
 
 /// Writes one flat JSON object into `out`. Keys are the callers' constants (nothing to
 /// escape).
@@ -41,15 +41,26 @@ impl<'a> JsonObject<'a> {
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    /// As serde_json: the shortest round-trip form, `null` for NaN and infinities.
-    pub fn float(&mut self, key: &str, value: Option<f64>) {
+    /// A duration in milliseconds with three decimals (microsecond precision), e.g.
+    /// `1630.125`; `null` for none. Integer formatting: a float's shortest form (ryu)
+    /// cost half of an access-log line's instructions.
+    pub fn millis(&mut self, key: &str, value: Option<std::time::Duration>) {
         self.key(key);
-        match value {
-            Some(v) if v.is_finite() => self
-                .out
-                .extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes()),
-            _ => self.out.extend_from_slice(b"null"),
-        }
+        let Some(d) = value else {
+            self.out.extend_from_slice(b"null");
+            return;
+        };
+        let micros = d.as_micros();
+        let mut digits = itoa::Buffer::new();
+        self.out
+            .extend_from_slice(digits.format(micros / 1000).as_bytes());
+        let frac = (micros % 1000) as u16;
+        self.out.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
     }
 
     pub fn end(self) {
