@@ -12,10 +12,10 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::sessions::Sessions;
@@ -56,6 +56,24 @@ pub struct Metrics {
     overhead: Histogram,
     upstream_errors: IntCounterVec,
     body_rejections: IntCounterVec,
+    /// The proxy route's series, resolved on first use: `with_label_values` hashes the
+    /// labels and takes a lock on each call, and every proxied call updates these.
+    proxy_requests: [OnceLock<IntCounter>; STATUS_CLASSES.len()],
+    proxy_duration: OnceLock<Histogram>,
+}
+
+/// The `status_class` label's values; "none": no response was written.
+const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        0 => 0,
+        100..=199 => 1,
+        200..=299 => 2,
+        300..=399 => 3,
+        400..=499 => 4,
+        _ => 5,
+    }
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Result<Histogram> {
@@ -105,6 +123,8 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            proxy_requests: Default::default(),
+            proxy_duration: OnceLock::new(),
             registry,
             sessions,
         };
@@ -123,18 +143,26 @@ impl Metrics {
 
     /// Records one finished request.
     pub fn observe(&self, o: &RequestObservation<'_>) {
-        let class = match o.status {
-            0 => "none",
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[o.route, class]).inc();
-        self.request_duration
-            .with_label_values(&[o.route])
-            .observe(o.total.as_secs_f64());
+        let class = status_class(o.status);
+        let total = o.total.as_secs_f64();
+        if o.route == "proxy" {
+            self.proxy_requests[class]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&["proxy", STATUS_CLASSES[class]])
+                })
+                .inc();
+            self.proxy_duration
+                .get_or_init(|| self.request_duration.with_label_values(&["proxy"]))
+                .observe(total);
+        } else {
+            self.requests
+                .with_label_values(&[o.route, STATUS_CLASSES[class]])
+                .inc();
+            self.request_duration
+                .with_label_values(&[o.route])
+                .observe(total);
+        }
         if let Some(up) = o.upstream {
             self.upstream_duration.observe(up.as_secs_f64());
             self.overhead
