@@ -125,10 +125,10 @@ gateway gateway-memory-warn memory warn
             printf "%-22s %12.0f %12.0f %9.2fx %9.0f (%.2fx)\n", t, per, copy, per / b, nc, nc / bn }'
     done
     echo
-    echo "gateway: store writer thread and access-log line per request (instructions, inclusive):"
+    echo "gateway: store writer thread and logging phase (access-log line + metrics) per request (instructions, inclusive):"
     n=$(echo "${T[gateway]}" | awk '{print $3}')
     for f in "store writer thread|src/store/sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace" \
-        "access-log line|src/logging.rs:gepa_gateway::logging::access "; do
+        "logging phase|ProxyHttp>::logging::{{closure}}"; do
         grep -m1 -F "${f#*|}" "$RUN/gateway.annotated.txt" | awk -v n="$n" -v f="${f%%|*}" \
             '{gsub(",","",$1); printf "  %-20s %8.0f per request\n", f, $1 / n}'
     done
