@@ -97,6 +97,9 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 0.5
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    # The gateways' databases grow by about 1 GB per run; a disk that fills up makes the
+    # store's writes fail (and cost less), which would skew the next run.
+    rm -f "$RUN"/*/gepa.db "$RUN"/*/gepa.db-wal "$RUN"/*/gepa.db-shm
 }
 trap cleanup EXIT
 
@@ -322,6 +325,9 @@ GW_ROLLOUTS=$(curl -s "http://127.0.0.1:$GW_PORT/api/prompt-learning/online/gepa
 GW_RSS_KB=$(awk '/^VmRSS/{print $2}' "/proc/$GW_PID/status")
 GW_LOG_LINES=$(wc -l <"$RUN/gateway.log")
 GW_LOG_BYTES=$(wc -c <"$RUN/gateway.log")
+# Errors the gateway logged (a store that could not write, a full disk): a run with any
+# is suspect, as a writer that fails its batches also spends less CPU.
+GW_LOG_ERRORS=$(grep -c '"level":"ERROR"' "$RUN/gateway.log" || true)
 kill -TERM "$GW_PID" 2>/dev/null || true
 
 # Same gateway without the per-request access log (RUST_LOG=warn), saturation only.
@@ -418,7 +424,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{ if (NR % 2) print
             "$((R[$l.fr_non2xx] + R[$l.fr_errors] + R[$l.fr_timeouts]))"
     done
     echo
-    echo "gateway after the run: session rollout_count=${GW_ROLLOUTS:-?}, RSS $((GW_RSS_KB / 1024)) MiB, access log ${GW_LOG_LINES} lines / $((GW_LOG_BYTES / 1024)) KiB"
+    echo "gateway after the run: session rollout_count=${GW_ROLLOUTS:-?}, RSS $((GW_RSS_KB / 1024)) MiB, access log ${GW_LOG_LINES} lines / $((GW_LOG_BYTES / 1024)) KiB, ERROR lines logged ${GW_LOG_ERRORS} (should be 0)"
     echo "CPU steal during the wrk runs (ticks of 1/$CLK_TCK s): direct ${R[direct.steal]}, passthrough ${R[passthrough.steal]}, gateway ${R[gateway.steal]}, passthrough-1m ${R[passthrough-1m.steal]}, gateway-1m ${R[gateway-1m.steal]}"
     echo "max loadgen schedule lag (ms): direct ${R[direct.fr_max_lag_ms]}, passthrough ${R[passthrough.fr_max_lag_ms]}, gateway ${R[gateway.fr_max_lag_ms]}, passthrough-1m ${R[passthrough-1m.fr_max_lag_ms]}, gateway-1m ${R[gateway-1m.fr_max_lag_ms]}"
     echo "time: build $((T_BUILT - T0))s, measurements $((T_END - T_BUILT))s; raw output in ${RUN#"$ROOT"/}"
