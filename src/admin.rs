@@ -130,7 +130,7 @@ impl AdminApi {
             }
         }
         Ok(json!({
-            "session_id": session.id,
+            "session_id": &*session.id,
             "correlation_id": corr,
             "proxy_url": self.urls.proxy_url(&session.id, corr),
             "chat_completions_url": self.urls.chat_completions_url(&session.id, corr),

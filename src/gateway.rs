@@ -126,7 +126,7 @@ impl GatewayState {
 pub struct RequestCtx {
     pub started: Instant,
     pub route: &'static str,
-    pub session_id: Option<String>,
+    pub session_id: Option<Arc<str>>,
     pub rollout_id: Option<Arc<str>>,
     pub candidate_id: Option<String>,
     pub error_code: Option<&'static str>,
@@ -347,7 +347,7 @@ async fn serve_admin(
     | Route::Reward(id)
     | Route::PromptUrls(id) = route
     {
-        ctx.session_id = Some((*id).to_string());
+        ctx.session_id = Some((*id).into());
     }
     match gw.admin.handle(route, query, &body).await {
         Ok(v) => ok_json(session, v).await,

@@ -256,7 +256,7 @@ impl Metrics {
             if snap.finished_for.is_some_and(|d| d > FINISHED_SERIES_TTL) {
                 continue;
             }
-            let id = s.id.as_str();
+            let id = &*s.id;
             let (mut active, mut archived) = (0, 0);
             for c in &snap.candidates {
                 let l = [id, c.id.as_str()];

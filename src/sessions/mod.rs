@@ -218,7 +218,7 @@ impl Sessions {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session::new(seq, new, self.env.clone()));
         self.env.store.session_created(&session)?;
-        self.by_id.insert(session.id.clone(), session.clone());
+        self.by_id.insert(session.id.to_string(), session.clone());
         self.by_age.write().insert(seq, session.clone());
         Ok(session)
     }
@@ -233,7 +233,7 @@ impl Sessions {
             };
             let session = Arc::new(session);
             self.next_seq.fetch_max(session.seq + 1, Ordering::Relaxed);
-            self.by_id.insert(session.id.clone(), session.clone());
+            self.by_id.insert(session.id.to_string(), session.clone());
             self.by_age.write().insert(session.seq, session);
             n += 1;
         }

@@ -195,9 +195,8 @@ pub struct NewSession {
 
 #[derive(Debug)]
 pub struct Session {
-    pub id: String,
-    /// The id again, shared (not copied) by the store's write-behind rollout records.
-    pub(crate) shared_id: Arc<str>,
+    /// Shared (not copied) by the store's write-behind rollout records.
+    pub id: Arc<str>,
     pub job_id: String,
     pub created_at: OffsetDateTime,
     pub metadata: Option<Value>,
@@ -211,10 +210,8 @@ impl Session {
     pub(super) fn new(seq: u64, new: NewSession, env: Arc<SessionEnv>) -> Self {
         let now = OffsetDateTime::now_utc();
         let baseline = Arc::new(Candidate::baseline(new.baseline_instruction.into()));
-        let id = uuid::Uuid::new_v4().to_string();
         Session {
-            shared_id: id.as_str().into(),
-            id,
+            id: uuid::Uuid::new_v4().to_string().into(),
             job_id: format!("pl_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
             created_at: now,
             metadata: new.metadata,
@@ -543,7 +540,7 @@ impl Session {
             .env
             .store
             .reward_recorded(RewardWrite {
-                session_id: self.id.clone(),
+                session_id: self.id.to_string(),
                 rollout_id: pending.rollout_id.clone(),
                 candidate_id: pending.candidate.id.clone(),
                 reward: reward.clone(),
@@ -595,7 +592,7 @@ impl Session {
         duplicate: bool,
     ) -> RewardReply {
         RewardReply {
-            session_id: self.id.clone(),
+            session_id: self.id.to_string(),
             rollout_id,
             candidate_id,
             reward_count: st.reward_count,
@@ -747,7 +744,7 @@ impl Session {
     fn summary_with(&self, st: &SessionState, urls: &PublicUrls) -> Value {
         let best = optimizer::best_candidate(&st.candidates);
         json!({
-            "session_id": self.id,
+            "session_id": &*self.id,
             "job_id": self.job_id,
             "status": st.status.as_str(),
             "mode": "online",
@@ -1068,8 +1065,7 @@ impl Session {
         let best = optimizer::best_candidate(&st.candidates).map(|(c, _)| c.id.clone());
         st.optimizer.best_is(best.as_deref());
         Some(Session {
-            shared_id: r.id.as_str().into(),
-            id: r.id,
+            id: r.id.into(),
             job_id: r.job_id,
             created_at: r.created_at,
             metadata: r.metadata,
@@ -1307,16 +1303,19 @@ mod tests {
     fn list_is_newest_first_with_cursor() {
         let reg = registry(100, Duration::from_secs(1), Arc::new(MemoryStore::new()));
         let ids: Vec<String> = (0..5)
-            .map(|_| reg.create(new_session("x")).unwrap().id.clone())
+            .map(|_| reg.create(new_session("x")).unwrap().id.to_string())
             .collect();
         let p1 = reg.list(2, None);
         assert_eq!(
-            p1.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            p1.items
+                .iter()
+                .map(|s| s.id.to_string())
+                .collect::<Vec<_>>(),
             vec![ids[4].clone(), ids[3].clone()]
         );
         let cur = p1.next_cursor.unwrap().parse().unwrap();
         let p2 = reg.list(2, Some(cur));
-        assert_eq!(p2.items[0].id, ids[2]);
+        assert_eq!(&*p2.items[0].id, ids[2]);
         let p3 = reg.list(2, p2.next_cursor.map(|c| c.parse().unwrap()));
         assert_eq!(p3.items.len(), 1);
         assert!(p3.next_cursor.is_none());

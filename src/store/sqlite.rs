@@ -1121,7 +1121,7 @@ impl StateStore for SqliteStore {
 
     fn rollout_finished(&self, session: &Session, rollout_id: &Arc<str>, rollout: &Rollout) {
         let row = RolloutRow {
-            session_id: session.shared_id.clone(),
+            session_id: session.id.clone(),
             id: rollout_id.clone(),
             candidate: rollout.candidate.clone(),
             correlation_id: rollout.correlation_id.clone(),
