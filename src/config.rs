@@ -33,6 +33,7 @@ const DEFAULT_ADMIN_TOKEN_ENV: &str = "GEPA_ADMIN_TOKEN";
 const DEFAULT_STORAGE_PATH: &str = "data/gepa.db";
 const DEFAULT_RETENTION_DAYS: u32 = 30;
 const DEFAULT_ROLLOUTS_IN_MEMORY: usize = 20_000;
+const DEFAULT_WRITE_BEHIND_MS: u64 = 10;
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9091";
 const DEFAULT_PROPOSER_MODEL: &str = "gpt-4.1-mini";
 const DEFAULT_MINIBATCH_SIZE: u64 = 3;
@@ -150,6 +151,10 @@ pub struct StorageConfig {
     /// Rollouts per session kept in memory (with their captured text); older ones live
     /// only in the durable store.
     pub rollouts_in_memory: usize,
+    /// How long a finished call's rollout record may wait in memory before the writer
+    /// commits it with the others that queued meanwhile: longer means larger, cheaper
+    /// batches and more records lost if the process crashes.
+    pub write_behind: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -408,6 +413,7 @@ impl Default for GatewayConfig {
                 path: PathBuf::from(DEFAULT_STORAGE_PATH),
                 retention_days: DEFAULT_RETENTION_DAYS,
                 rollouts_in_memory: DEFAULT_ROLLOUTS_IN_MEMORY,
+                write_behind: Duration::from_millis(DEFAULT_WRITE_BEHIND_MS),
             },
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
             proposer: ProposerConfig {
@@ -648,6 +654,7 @@ struct RawStorage {
     path: Option<String>,
     retention_days: Option<u32>,
     rollouts_in_memory: Option<u64>,
+    write_behind_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -920,11 +927,19 @@ fn resolve(
                 "must be between 1 and 10000000",
             ));
         }
+        let write_behind_ms = storage.write_behind_ms.unwrap_or(DEFAULT_WRITE_BEHIND_MS);
+        if !(1..=1000).contains(&write_behind_ms) {
+            return Err(ConfigError::new(
+                "gateway.storage.write_behind_ms",
+                "must be between 1 and 1000",
+            ));
+        }
         StorageConfig {
             backend,
             path: PathBuf::from(path),
             retention_days: storage.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
             rollouts_in_memory: rollouts_in_memory as usize,
+            write_behind: Duration::from_millis(write_behind_ms),
         }
     };
 
@@ -1314,6 +1329,7 @@ mod tests {
             assert!(g.reward_tokens.is_empty());
             assert_eq!(g.storage.path, PathBuf::from("data/gepa.db"));
             assert_eq!(g.storage.retention_days, 30);
+            assert_eq!(g.storage.write_behind, Duration::from_millis(10));
             assert_eq!(g.metrics_listen, Some("127.0.0.1:9091".parse().unwrap()));
             assert_eq!(g.proposer.model, "gpt-4.1-mini");
             assert!(g.proposer.url.is_none());
@@ -1564,6 +1580,14 @@ mod tests {
                 "storage: {rollouts_in_memory: 0}",
                 "gateway.storage.rollouts_in_memory",
             ),
+            (
+                "storage: {write_behind_ms: 0}",
+                "gateway.storage.write_behind_ms",
+            ),
+            (
+                "storage: {write_behind_ms: 1001}",
+                "gateway.storage.write_behind_ms",
+            ),
             ("proposer: {merge: maybe}", "gateway.proposer.merge"),
         ];
         for (snippet, path) in cases {
@@ -1583,7 +1607,7 @@ mod tests {
             "gateway:\n  upstream: {connect_timeout_ms: 600000, read_timeout_s: 86400, \
              write_timeout_s: 3600}\n  proposer: {minibatch_size: 32, merge: false}\n  \
              capture: {max_bytes: 0}\n  limits: {max_body_bytes: 1073741824}\n  \
-             gepa: {online_prune_threshold: -0.5}\n  storage: {retention_days: 0}\n  \
+             gepa: {online_prune_threshold: -0.5}\n  storage: {retention_days: 0, write_behind_ms: 1000}\n  \
              metrics: {listen: ''}\n",
         )
         .unwrap();
@@ -1597,6 +1621,7 @@ mod tests {
         assert_eq!(g.max_body_bytes, 1_073_741_824);
         assert_eq!(g.gepa_defaults.online_prune_threshold, -0.5);
         assert_eq!(g.storage.retention_days, 0);
+        assert_eq!(g.storage.write_behind, Duration::from_secs(1));
         assert_eq!(g.metrics_listen, None);
     }
 

@@ -60,14 +60,8 @@ impl GatewayState {
     pub fn new(config: GatewayConfig) -> Result<Self, String> {
         // Metric names and labels are constants: creating them cannot fail at run time.
         let probe = StoreProbe::new().map_err(|e| e.to_string())?;
-        let sqlite = (config.storage.backend == StorageBackend::Sqlite).then(|| {
-            Arc::new(SqliteStore::new(
-                config.storage.path.clone(),
-                config.storage.retention_days,
-                config.storage.rollouts_in_memory,
-                probe.clone(),
-            ))
-        });
+        let sqlite = (config.storage.backend == StorageBackend::Sqlite)
+            .then(|| Arc::new(SqliteStore::new(&config.storage, probe.clone())));
         let store: Arc<dyn StateStore> = match &sqlite {
             Some(s) => s.clone(),
             None => Arc::new(MemoryStore::new()),

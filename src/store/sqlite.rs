@@ -33,6 +33,7 @@ use super::{
     RestoredCandidate, RestoredReward, RestoredRollout, RestoredSession, RewardCommit, RewardWrite,
     StateStore, StoreError, StoreProbe, StoredRollout,
 };
+use crate::config::StorageConfig;
 use crate::json_object::JsonObject;
 use crate::rewrite::CapturedMessage;
 use crate::sessions::{rfc3339, Candidate, GepaSettings, Reward, Rollout, Session, Status};
@@ -102,9 +103,6 @@ CREATE TABLE rewards (
 const PAGE_SIZE: i64 = 16 * 1024;
 /// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// How often the writer collects queued rollout records when no change wakes it sooner:
-/// how long a finished call's record may wait in memory before it is written.
-const ROLLOUT_FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// How often the writer applies retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How soon rollout records of a failed batch are retried when nothing else arrives.
@@ -136,7 +134,7 @@ struct RolloutRow {
 type WriteOp = (Change, Reply);
 
 /// Rollout records waiting for the writer. Pushing one is all the request path does: the
-/// writer collects them every [`ROLLOUT_FLUSH_EVERY`] (or with the next change) without
+/// writer collects them every `storage.write_behind_ms` (or with the next change) without
 /// being woken for each, which would cost a futex wake-up and a context switch per call.
 type RolloutQueue = Arc<Mutex<Vec<RolloutRow>>>;
 
@@ -195,23 +193,22 @@ pub struct SqliteStore {
     retention_days: u32,
     /// Rollouts per session the restore brings back into memory.
     rollouts_in_memory: usize,
+    /// How often the writer collects queued rollout records when no change wakes it
+    /// sooner (`storage.write_behind_ms`).
+    write_behind: Duration,
     probe: StoreProbe,
     open: OnceLock<Open>,
 }
 
 impl SqliteStore {
-    pub fn new(
-        path: PathBuf,
-        retention_days: u32,
-        rollouts_in_memory: usize,
-        probe: StoreProbe,
-    ) -> Self {
+    pub fn new(config: &StorageConfig, probe: StoreProbe) -> Self {
         SqliteStore {
-            path,
+            path: config.path.clone(),
             lock: Mutex::new(None),
             handed_over: parking_lot::RwLock::new(false),
-            retention_days,
-            rollouts_in_memory,
+            retention_days: config.retention_days,
+            rollouts_in_memory: config.rollouts_in_memory,
+            write_behind: config.write_behind,
             probe,
             open: OnceLock::new(),
         }
@@ -243,6 +240,7 @@ impl SqliteStore {
             full_sync: true,
             path: self.path.clone(),
             retention_days: self.retention_days,
+            write_behind: self.write_behind,
             probe: self.probe.clone(),
         };
         std::thread::Builder::new()
@@ -545,6 +543,7 @@ struct WriterJob {
     full_sync: bool,
     path: PathBuf,
     retention_days: u32,
+    write_behind: Duration,
     probe: StoreProbe,
 }
 
@@ -564,7 +563,7 @@ impl WriterJob {
             }
             let mut wait = next_retention.saturating_duration_since(Instant::now());
             wait = wait.min(if retained.is_empty() {
-                ROLLOUT_FLUSH_EVERY
+                self.write_behind
             } else {
                 RETRY_EVERY
             });
