@@ -33,7 +33,7 @@ const DEFAULT_ADMIN_TOKEN_ENV: &str = "GEPA_ADMIN_TOKEN";
 const DEFAULT_STORAGE_PATH: &str = "data/gepa.db";
 const DEFAULT_RETENTION_DAYS: u32 = 30;
 const DEFAULT_ROLLOUTS_IN_MEMORY: usize = 20_000;
-const DEFAULT_WRITE_BEHIND_MS: u64 = 10;
+const DEFAULT_WRITE_BEHIND_MS: u64 = 50;
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9091";
 const DEFAULT_PROPOSER_MODEL: &str = "gpt-4.1-mini";
 const DEFAULT_MINIBATCH_SIZE: u64 = 3;
@@ -1329,7 +1329,7 @@ mod tests {
             assert!(g.reward_tokens.is_empty());
             assert_eq!(g.storage.path, PathBuf::from("data/gepa.db"));
             assert_eq!(g.storage.retention_days, 30);
-            assert_eq!(g.storage.write_behind, Duration::from_millis(10));
+            assert_eq!(g.storage.write_behind, Duration::from_millis(50));
             assert_eq!(g.metrics_listen, Some("127.0.0.1:9091".parse().unwrap()));
             assert_eq!(g.proposer.model, "gpt-4.1-mini");
             assert!(g.proposer.url.is_none());
