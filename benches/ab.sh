@@ -17,9 +17,11 @@
 # comparison in interleaved rounds for that reason), which hides a 5% change. Here each
 # target has its own mock upstream; targets and mocks all run on CPU 1 and two wrk (one per
 # target, 32 connections each, 1 KiB chat body) on CPU 0. Each round reports each target's
-# requests and CPU time per request (all its threads, from /proc/PID/stat) and the ratio
-# B/A of the CPU per request, which is the figure to read: the scheduler shares the core,
-# so the request counts say little. Started with the same spec twice, the ratio comes out
+# requests and CPU time per request (all its threads, from /proc/PID/stat; its mock's in
+# brackets) and the ratio B/A of the CPU per request, which is the figure to read: the
+# scheduler shares the core, so the request counts say little. The second ratio adds each
+# target's mock: 1 / it is the throughput ratio to expect where each target shares a core
+# with its mock, as in benches/load.sh. Started with the same spec twice, the ratio comes out
 # within about 3% of 1.00, which is the method's resolution.
 #
 # Env: BENCH_DURATION (8 s per round), BENCH_SKIP_BUILD (0).
@@ -107,19 +109,29 @@ drive 2 # warm-up: connections, pools, the store's first pages
 HZ=$(getconf CLK_TCK)
 echo "A = $1; B = $2; $ROUNDS rounds of $DUR s; CPU per request over all of each target's threads"
 for r in $(seq "$ROUNDS"); do
-    a0=$(cpu_ticks "$PID_A") b0=$(cpu_ticks "$PID_B")
+    a0=$(cpu_ticks "$PID_A") b0=$(cpu_ticks "$PID_B") ma0=$(cpu_ticks "$MOCK_A") mb0=$(cpu_ticks "$MOCK_B")
     drive "$DUR"
-    a1=$(cpu_ticks "$PID_A") b1=$(cpu_ticks "$PID_B")
+    a1=$(cpu_ticks "$PID_A") b1=$(cpu_ticks "$PID_B") ma1=$(cpu_ticks "$MOCK_A") mb1=$(cpu_ticks "$MOCK_B")
     na=$(grep -o 'requests=[0-9]*' "$RUN/A/wrk" | cut -d= -f2)
     nb=$(grep -o 'requests=[0-9]*' "$RUN/B/wrk" | cut -d= -f2)
-    awk -v r="$r" -v na="$na" -v nb="$nb" -v ca=$((a1 - a0)) -v cb=$((b1 - b0)) -v hz="$HZ" 'BEGIN {
+    # The last two columns are what the summary takes the median of.
+    awk -v r="$r" -v na="$na" -v nb="$nb" -v ca=$((a1 - a0)) -v cb=$((b1 - b0)) \
+        -v cma=$((ma1 - ma0)) -v cmb=$((mb1 - mb0)) -v hz="$HZ" 'BEGIN {
         ua = ca * 1e6 / hz / na; ub = cb * 1e6 / hz / nb
-        printf "round %d: A %6d requests %7.2f us/request | B %6d requests %7.2f us/request | B/A CPU per request %.3f\n",
-            r, na, ua, nb, ub, ub / ua }'
+        ma = cma * 1e6 / hz / na; mb = cmb * 1e6 / hz / nb
+        printf "round %d: A %6d requests %7.2f us/request (mock %5.2f) | B %6d requests %7.2f us/request (mock %5.2f) | B/A CPU per request %.3f, with the mock %.3f\n",
+            r, na, ua, ma, nb, ub, mb, ub / ua, (ub + mb) / (ua + ma) }'
 done | tee "$RUN/rounds"
-awk '{ print $NF }' "$RUN/rounds" | sort -n | awk '{ v[NR] = $1 } END {
-    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-    printf "median B/A CPU per request: %.3f (min %.3f, max %.3f)\n", m, v[1], v[NR] }'
+median() { # field, counted from the end of the line (0: the last)
+    awk -v c="$1" '{ print $(NF - c) }' "$RUN/rounds" | sort -n | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.3f (min %.3f, max %.3f)", m, v[1], v[NR] }'
+}
+# The CPU ratio is the 5th field from the end, with a trailing comma that awk's numeric
+# conversion drops.
+echo "median B/A CPU per request: $(median 4), with each one's mock: $(median 0)"
+echo "(a target that shares one core with its mock, as in benches/load.sh, serves about 1 / the second"
+echo " ratio as many requests per second as the other: the figure to compare with load.sh's throughput ratio)"
 for side in A B; do
     n=$(grep -c '"level":"ERROR"' "$RUN/$side/proxy.log" 2>/dev/null || true)
     [ "${n:-0}" = 0 ] || {
