@@ -928,10 +928,10 @@ fn resolve(
             ));
         }
         let write_behind_ms = storage.write_behind_ms.unwrap_or(DEFAULT_WRITE_BEHIND_MS);
-        if !(1..=1000).contains(&write_behind_ms) {
+        if !(1..=10_000).contains(&write_behind_ms) {
             return Err(ConfigError::new(
                 "gateway.storage.write_behind_ms",
-                "must be between 1 and 1000",
+                "must be between 1 and 10000",
             ));
         }
         StorageConfig {
@@ -1585,7 +1585,7 @@ mod tests {
                 "gateway.storage.write_behind_ms",
             ),
             (
-                "storage: {write_behind_ms: 1001}",
+                "storage: {write_behind_ms: 10001}",
                 "gateway.storage.write_behind_ms",
             ),
             ("proposer: {merge: maybe}", "gateway.proposer.merge"),

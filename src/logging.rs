@@ -4,8 +4,8 @@
 //! do not: [`access`] appends them to an in-memory buffer that a background thread writes
 //! to stderr every [`ACCESS_FLUSH_EVERY`], so a request costs a buffer append instead of a
 //! `write` system call (measured: about a quarter of the gateway's CPU per request).
-//! The price: the lines of the last [`ACCESS_FLUSH_EVERY`] before the process exits (a
-//! crash, or the end of a graceful shutdown) can be lost.
+//! The price: a crash loses the lines of its last [`ACCESS_FLUSH_EVERY`]; a graceful
+//! shutdown writes them out before the exit (`server::flush_at_exit`).
 
 use std::io::Write;
 use std::sync::OnceLock;

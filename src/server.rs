@@ -1,12 +1,13 @@
 //! Wiring: command line, config, and the Pingora server with the gateway service.
 
 use pingora_core::server::configuration::Opt;
-use pingora_core::server::{ExecutionPhase, Server};
+use pingora_core::server::{ExecutionPhase, RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy_service_with_name;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::StorageBackend;
 use crate::config::{self, Config};
@@ -21,8 +22,8 @@ use std::sync::atomic::Ordering;
 /// The config file used when `-c` is not given.
 pub const DEFAULT_CONFIG: &str = "conf/gateway.yaml";
 
-/// Runs the gateway as the command line asks; returns the process exit code for `-t` and
-/// for config errors (a running server never returns).
+/// Runs the gateway as the command line asks; returns the process exit code: for `-t`,
+/// for config errors, and once a running server has shut down.
 pub fn run(opt: Opt) -> i32 {
     let path = PathBuf::from(
         opt.conf
@@ -50,7 +51,7 @@ pub fn run(opt: Opt) -> i32 {
     serve(opt, config)
 }
 
-fn serve(opt: Opt, config: Config) -> ! {
+fn serve(opt: Opt, config: Config) -> i32 {
     let Config {
         server, gateway, ..
     } = config;
@@ -110,10 +111,31 @@ fn serve(opt: Opt, config: Config) -> ! {
     ));
     pingora.add_service(background_service(
         "store",
-        StoreLoader { state, take_over },
+        StoreLoader {
+            state: state.clone(),
+            take_over,
+        },
     ));
     log::info!("gepa-gateway listening on {listen}");
-    pingora.run_forever()
+    // Returns once Pingora has shut down (after a graceful shutdown's grace period, or an
+    // upgrade's), in the daemon too: `-d` forks inside it and the parent exits there.
+    pingora.run(RunArgs::default());
+    flush_at_exit(&state);
+    0
+}
+
+/// How long the exit waits for the store's last commit.
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Writes out what would otherwise die with the process: the rollout records of calls
+/// that finished since the writer's last batch (up to `storage.write_behind_ms`, and
+/// after a hand-over those of every call served in the grace period) and the buffered
+/// access-log lines.
+fn flush_at_exit(state: &GatewayState) {
+    if let Some(store) = &state.sqlite {
+        store.flush_rollouts(EXIT_FLUSH_LIMIT);
+    }
+    crate::logging::flush_access();
 }
 
 /// Opens the durable store after Pingora has forked, restores every session from it, and

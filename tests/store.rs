@@ -620,3 +620,71 @@ async fn a_database_locked_by_another_program_gives_503_and_loses_nothing() {
         gw.log()
     );
 }
+
+/// A call that finishes during a graceful shutdown's grace period, after the hand-over
+/// flushed the store, is written before the process exits: its rollout record (queued
+/// for a write-behind far longer than the grace period) and its access-log line.
+#[tokio::test]
+async fn a_call_finished_during_the_shutdown_grace_period_is_written_before_exit() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    // Far longer than the test config's 1 s grace period: only the exit can write it.
+    o.storage_yaml = "    write_behind_ms: 10000\n".into();
+    o.rust_log = "info".into();
+    let mut gw = Gateway::start_with(o).await;
+    let sid = gw.new_session("Be brief.").await;
+    let body = json!({"model": "m", "stream": true, "messages": [
+        {"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]});
+    let mut resp = reqwest::Client::new()
+        .post(gw.chat_url(&sid))
+        .header("x-mock", "sse-gated")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rollout = resp.headers()["x-gepa-rollout-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    resp.chunk().await.unwrap().expect("first event");
+
+    // The call is in flight (the mock holds the rest of its stream) when the stop begins;
+    // it ends only after the hand-over has committed what was queued then.
+    gw.sigterm();
+    for _ in 0..200 {
+        if gw.log().contains("store: handed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gw.log().contains("store: handed"), "{}", gw.log());
+    mock.release();
+    while resp.chunk().await.unwrap().is_some() {}
+    assert!(gw.wait_exit().await, "exit status 0; log:\n{}", gw.log());
+
+    let stored: i64 = rusqlite::Connection::open_with_flags(
+        gw.db_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+    .query_row(
+        "SELECT COUNT(*) FROM rollouts WHERE session_id = ?1 AND id = ?2",
+        [&sid, &rollout],
+        |r| r.get(0),
+    )
+    .unwrap();
+    assert_eq!(
+        stored, 1,
+        "the rollout record was committed before the exit"
+    );
+    let access_line = gw
+        .log()
+        .lines()
+        .any(|l| l.contains("\"route\":\"proxy\"") && l.contains(&rollout));
+    assert!(
+        access_line,
+        "its access-log line was written; log:\n{}",
+        gw.log()
+    );
+}

@@ -326,6 +326,28 @@ impl SqliteStore {
         log::info!("store: handed {} over", self.path.display());
     }
 
+    /// Commits the rollout records still queued and waits for that, at most `limit`. For
+    /// the process's exit, which would lose them: a flush is a change, so the writer
+    /// wakes at once and takes every queued record into the same transaction. Works after
+    /// a hand-over too (write-behind records still go in then).
+    pub fn flush_rollouts(&self, limit: Duration) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let flush = Change::Statements {
+            what: "flushing the rollout records at exit",
+            statements: vec![],
+        };
+        if self.enqueue((flush, Reply::Blocking(tx))).is_err() {
+            return; // never opened: nothing was queued
+        }
+        match rx.recv_timeout(limit) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::error!("store: {}", e.0),
+            Err(_) => log::error!(
+                "store: the rollout records queued at exit were not committed within {limit:?}"
+            ),
+        }
+    }
+
     fn enqueue(&self, op: WriteOp) -> Result<(), StoreError> {
         let open = self.opened()?;
         self.probe.queue_depth.inc();

@@ -462,6 +462,26 @@ gateway:
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM, as an operator's graceful stop, without waiting for the exit.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (up to 15 s) for the process to exit; returns whether it exited with 0.
+    pub async fn wait_exit(&mut self) -> bool {
+        for _ in 0..300 {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return exit.success();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not exit within 15 s; log:\n{}", self.log());
+    }
+
     /// Starts the gateway again (after [`Gateway::kill9`]) on the same config and
     /// database, waiting until it has restored its state.
     pub async fn restart(&mut self) {
