@@ -667,8 +667,10 @@ impl WriterJob {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Looked up once per batch, not once per record (the cache hashes the SQL).
+            let mut insert = tx.prepare_cached(INSERT_ROLLOUT)?;
             for row in rows {
-                match insert_rollout(&tx, row) {
+                match insert_rollout(&mut insert, row) {
                     Ok(()) => {}
                     // The database refuses writes for now: retry the whole batch later.
                     Err(e) if is_transient(&e) => return Err(e),
@@ -682,6 +684,7 @@ impl WriterJob {
                     ),
                 }
             }
+            drop(insert);
             for change in &changes {
                 match apply_in_savepoint(&mut tx, change) {
                     Ok(o) => outcomes.push(Ok(o)),
@@ -818,13 +821,16 @@ fn reward_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Reward> {
     })
 }
 
-fn insert_rollout(conn: &Connection, r: &RolloutRow) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR REPLACE INTO rollouts (session_id, id, candidate_id, correlation_id, \
-         created_at, calls_ok, calls_failed, input, output) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    stmt.execute(params![
+/// A rollout record; a later call of the same (correlated) rollout replaces it.
+const INSERT_ROLLOUT: &str = "INSERT OR REPLACE INTO rollouts (session_id, id, candidate_id, \
+     correlation_id, created_at, calls_ok, calls_failed, input, output) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+fn insert_rollout(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    r: &RolloutRow,
+) -> rusqlite::Result<()> {
+    insert.execute(params![
         &*r.session_id,
         &*r.id,
         r.candidate.id,
