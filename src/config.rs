@@ -918,22 +918,20 @@ fn resolve(
                 ))
             }
         };
-        let rollouts_in_memory = storage
-            .rollouts_in_memory
-            .unwrap_or(DEFAULT_ROLLOUTS_IN_MEMORY as u64);
-        if !(1..=10_000_000).contains(&rollouts_in_memory) {
-            return Err(ConfigError::new(
-                "gateway.storage.rollouts_in_memory",
-                "must be between 1 and 10000000",
-            ));
-        }
-        let write_behind_ms = storage.write_behind_ms.unwrap_or(DEFAULT_WRITE_BEHIND_MS);
-        if !(1..=10_000).contains(&write_behind_ms) {
-            return Err(ConfigError::new(
-                "gateway.storage.write_behind_ms",
-                "must be between 1 and 10000",
-            ));
-        }
+        let rollouts_in_memory = in_range(
+            "gateway.storage.rollouts_in_memory",
+            storage
+                .rollouts_in_memory
+                .unwrap_or(DEFAULT_ROLLOUTS_IN_MEMORY as u64),
+            1,
+            10_000_000,
+        )?;
+        let write_behind_ms = in_range(
+            "gateway.storage.write_behind_ms",
+            storage.write_behind_ms.unwrap_or(DEFAULT_WRITE_BEHIND_MS),
+            1,
+            10_000,
+        )?;
         StorageConfig {
             backend,
             path: PathBuf::from(path),
