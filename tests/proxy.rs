@@ -179,15 +179,7 @@ async fn streams_sse_event_by_event() {
     let gw = Gateway::start(&mock).await;
     let s = gw.create_session("x").await;
     let id = s["session_id"].as_str().unwrap();
-    let mut body = chat_body();
-    body["stream"] = json!(true);
-    let mut resp = reqwest::Client::new()
-        .post(gw.chat_url(id))
-        .header("x-mock", "sse-gated")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = start_gated_stream(&gw, id).await;
     assert_eq!(resp.status(), 200);
     assert_gepa_headers(resp.headers(), id);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");

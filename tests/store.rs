@@ -633,15 +633,7 @@ async fn a_call_finished_during_the_shutdown_grace_period_is_written_before_exit
     o.rust_log = "info".into();
     let mut gw = Gateway::start_with(o).await;
     let sid = gw.new_session("Be brief.").await;
-    let body = json!({"model": "m", "stream": true, "messages": [
-        {"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]});
-    let mut resp = reqwest::Client::new()
-        .post(gw.chat_url(&sid))
-        .header("x-mock", "sse-gated")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = start_gated_stream(&gw, &sid).await;
     assert_eq!(resp.status(), 200);
     let rollout = resp.headers()["x-gepa-rollout-id"]
         .to_str()

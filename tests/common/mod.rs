@@ -625,6 +625,21 @@ pub fn chat_body() -> Value {
     ]})
 }
 
+/// Starts a streamed chat call (`chat_body` with `"stream": true`) that the mock answers
+/// with one SSE event and then holds until [`MockUpstream::release`]; returns the response
+/// as soon as its header arrived.
+pub async fn start_gated_stream(gw: &Gateway, session_id: &str) -> reqwest::Response {
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    reqwest::Client::new()
+        .post(gw.chat_url(session_id))
+        .header("x-mock", "sse-gated")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Posts a chat body to the gateway; returns (status, headers, body).
 pub async fn post_chat(
     url: &str,
