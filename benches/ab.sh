@@ -33,11 +33,9 @@ DUR=${BENCH_DURATION:-8}
 ROUNDS=${3:-5}
 RUN=$(mktemp -d /tmp/gepa-ab.XXXXXX)
 log() { echo "[ab.sh] $*" >&2; }
-for t in wrk curl taskset; do
-    command -v $t >/dev/null || { echo "$t is missing (apt-get install -y $t)" >&2; exit 1; }
-done
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+require_tools "wrk curl util-linux" wrk curl taskset
 build_release
 
 PIDS=()

@@ -32,12 +32,9 @@ RUN=$ROOT/target/bench/instr-$STAMP
 REPORT=$ROOT/target/bench/instructions-$STAMP.txt
 mkdir -p "$RUN"
 log() { echo "[instructions.sh] $*" >&2; }
-for t in valgrind callgrind_control callgrind_annotate curl; do
-    command -v $t >/dev/null || { echo "$t is missing (apt-get install -y valgrind curl)" >&2; exit 1; }
-done
-
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+require_tools "valgrind curl" valgrind callgrind_control callgrind_annotate curl
 build_release
 
 PIDS=()

@@ -1,6 +1,6 @@
-# Shared by benches/load.sh, benches/store.sh and benches/instructions.sh: sourced, not
-# run. The caller sets ROOT (the repository) and RUN (this run's directory) and defines
-# `log`.
+# Shared by benches/load.sh, benches/store.sh, benches/instructions.sh and benches/ab.sh:
+# sourced, not run. The caller sets ROOT (the repository) and RUN (this run's directory)
+# and defines `log`.
 
 # Builds the gateway and the benchmark helpers (Cargo examples) in the release profile,
 # unless BENCH_SKIP_BUILD=1. Sets BIN and EX.
@@ -12,6 +12,16 @@ build_release() {
     fi
     BIN=$ROOT/target/release
     EX=$BIN/examples
+}
+
+# Exits, naming it, if one of the commands is missing; $1 names the Debian packages that
+# provide them.
+require_tools() { # packages command...
+    local packages=$1 t
+    shift
+    for t in "$@"; do
+        command -v "$t" >/dev/null || { echo "$t is missing (apt-get install -y $packages)" >&2; exit 1; }
+    done
 }
 
 # Prints a TCP port that is free on 127.0.0.1 now.

@@ -72,13 +72,11 @@ if ! command -v wrk >/dev/null; then
         exit 1
     fi
 fi
-for t in curl taskset; do
-    command -v $t >/dev/null || { echo "$t is missing" >&2; exit 1; }
-done
-
-# --- build -------------------------------------------------------------------------------
 # shellcheck source=benches/lib.sh
 . "$ROOT/benches/lib.sh"
+require_tools "curl util-linux" curl taskset
+
+# --- build -------------------------------------------------------------------------------
 build_release
 T_BUILT=$(date +%s)
 
