@@ -60,10 +60,7 @@ start() { # spec side
         taskset -c 1 "$EX/passthrough" "127.0.0.1:$port" "127.0.0.1:$up" 2 >"$dir/proxy.log" 2>&1 &
         pid=$!
         PIDS+=($pid)
-        for _ in $(seq 100); do
-            curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && break
-            sleep 0.05
-        done
+        wait_http "127.0.0.1:$port"
         url="http://127.0.0.1:$port/v1/chat/completions"
     else
         local store=sqlite level=info bin=$BIN/gepa-gateway extra="" kv

@@ -37,6 +37,17 @@ free_port() {
     done
 }
 
+# Waits until something answers HTTP on $1 (host:port; any status). Exits the script
+# after 10 s.
+wait_http() {
+    for _ in $(seq 200); do
+        if curl -s -o /dev/null --max-time 1 "http://$1/healthz"; then return 0; fi
+        sleep 0.05
+    done
+    echo "nothing answers on $1" >&2
+    exit 1
+}
+
 # Waits until the gateway on $1 (host:port) answers /readyz with 200: it answers 503 on
 # its state routes until the store is restored. Exits the script after $2 seconds (20).
 wait_ready() {

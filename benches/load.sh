@@ -103,16 +103,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits until something answers HTTP on $1 (any status).
-wait_http() {
-    for _ in $(seq 200); do
-        if curl -s -o /dev/null --max-time 1 "http://$1/healthz"; then return 0; fi
-        sleep 0.05
-    done
-    echo "nothing answers on $1" >&2
-    exit 1
-}
-
 start() { # name cpu-prefix cmd... ; sets LAST_PID
     local name=$1 prefix=$2
     shift 2
