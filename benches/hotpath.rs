@@ -8,11 +8,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gepa_gateway::allocation::{AllocationPolicy, ArmStats};
+use gepa_gateway::gepa::allocation::{AllocationPolicy, ArmStats};
+use gepa_gateway::gepa::rollout_id;
+use gepa_gateway::gepa::selection::CandidateSelector;
+use gepa_gateway::gepa::store::CandidateRecord;
+use gepa_gateway::gepa::Candidate;
 use gepa_gateway::routes::route;
-use gepa_gateway::selection::CandidateSelector;
-use gepa_gateway::sessions::rollout_id;
-use gepa_gateway::sessions::Candidate;
 use http::Method;
 use rand::SeedableRng;
 
@@ -74,14 +75,14 @@ fn bench_selection(c: &mut Criterion) {
         // choose (these candidates are past warm-up but have no rewards yet).
         let candidates: Vec<Arc<Candidate>> = (0..n)
             .map(|i| {
-                Arc::new(Candidate::restored(
-                    format!("cand_{i:016x}"),
-                    format!("instruction {i}").into(),
-                    vec![],
-                    time::OffsetDateTime::UNIX_EPOCH,
-                    false,
-                    100,
-                ))
+                Arc::new(Candidate::restored(CandidateRecord {
+                    id: format!("cand_{i:016x}").into(),
+                    instruction: format!("instruction {i}").into(),
+                    parent_ids: vec![],
+                    created_at: time::OffsetDateTime::UNIX_EPOCH,
+                    archived: false,
+                    issued: 100,
+                }))
             })
             .collect();
         let selector = CandidateSelector::new(5);

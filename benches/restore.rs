@@ -55,7 +55,7 @@ fn main() {
     let n = state.sessions.restore(restored);
     let total = t.elapsed();
     let session = state.sessions.get(SESSION).expect("the session");
-    let detail = session.detail_json(&gepa_gateway::sessions::PublicUrls::new("http://x"));
+    let detail = session.detail_json(&gepa_gateway::routes::PublicUrls::new("http://x"));
     println!(
         "restored {n} session(s): open {:.0} ms, read {:.0} ms, rebuild {:.0} ms, total {:.0} ms \
          (rollout_count {}, reward_count {})",

@@ -260,7 +260,7 @@ struct ProposerTrack {
     backoff_until: Option<Instant>,
 }
 
-/// The gateway's back-off after `n` consecutive failures (src/sessions/optimizer.rs).
+/// The gateway's back-off after `n` consecutive failures (src/gepa/optimizer.rs).
 fn backoff(n: u32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(n.min(16)).min(300))
 }

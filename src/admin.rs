@@ -1,5 +1,5 @@
 //! The session API: request bodies validated into typed requests, and thin handlers that
-//! call into [`crate::sessions`]. Nothing here touches the network; the HTTP layer passes
+//! call into [`crate::gepa`]. Nothing here touches the network; the HTTP layer passes
 //! a route, a query string and a body, and gets JSON or an [`ApiError`] back.
 
 use serde_json::{json, Map, Value};
@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use crate::config::GepaDefaults;
 use crate::errors::ApiError;
-use crate::routes::{is_valid_correlation_id, Route};
-use crate::sessions::{
-    GepaSettings, NewSession, PublicUrls, Reward, RewardRequest, Session, Sessions, Transition,
-};
+use crate::gepa::{GepaSettings, NewSession, Reward, RewardRequest, Session, Sessions, Transition};
+use crate::routes::{is_valid_correlation_id, PublicUrls, Route};
 
 /// Largest accepted `metadata` object, serialized.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;

@@ -8,8 +8,10 @@
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::gepa::GepaError;
+
 /// A client-visible failure. The variant decides the HTTP status; `code` is the stable
-/// snake_case word documented in the README; `message` names the field at fault.
+/// snake_case word documented in docs/api.md; `message` names the field at fault.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
     /// 400: the request is malformed. `param` is the JSON path of the bad field, if any.
@@ -183,6 +185,33 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// The domain's refusals, in HTTP terms: the one place that decides their status and code.
+impl From<GepaError> for ApiError {
+    fn from(e: GepaError) -> Self {
+        let message = e.to_string();
+        match e {
+            GepaError::UnknownRollout(_) => ApiError::not_found("unknown_rollout", message),
+            GepaError::MissingRollout => {
+                ApiError::bad_request("missing_rollout", "rollout_id", message)
+            }
+            GepaError::RewardConflict => ApiError::conflict("reward_conflict", message),
+            GepaError::CandidateMismatch { .. } => {
+                ApiError::conflict("candidate_mismatch", message)
+            }
+            GepaError::RolloutFailed => ApiError::conflict("rollout_failed", message),
+            GepaError::SessionFinished(_) | GepaError::RewardsClosed(_) => {
+                ApiError::conflict("session_finished", message)
+            }
+            GepaError::SessionLimit(_) => ApiError::conflict("session_limit", message),
+            GepaError::StoreNotOpen | GepaError::Store(_) => ApiError::Unavailable {
+                message,
+                retry_after_s: 1,
+            },
+            GepaError::Internal(_) => ApiError::Internal { message },
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,6 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::admin::AdminApi;
@@ -18,14 +17,18 @@ use crate::auth::Credentials;
 use crate::config::GatewayConfig;
 use crate::config::StorageBackend;
 use crate::errors::ApiError;
+use crate::gepa::selection::CandidateSelector;
+use crate::gepa::{OptimizerConfig, SessionEnv, Sessions};
 use crate::metrics::{Metrics, RequestObservation};
+use crate::proxy::{self, Proxy};
+use crate::request::{read_body, RequestCtx};
+use crate::respond;
+use crate::respond::fail;
+use crate::routes::PublicUrls;
 use crate::routes::{self, Route};
-use crate::selection::CandidateSelector;
-use crate::sessions::{OptimizerConfig, PublicUrls, SessionEnv, Sessions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{MemoryStore, StateStore, StoreProbe};
 use crate::upstream::Upstream;
-use crate::{proxy, respond};
 
 /// Largest admin API body (session configs and rewards are small).
 const MAX_ADMIN_BODY: usize = 1024 * 1024;
@@ -35,8 +38,8 @@ pub struct GatewayState {
     pub config: GatewayConfig,
     pub sessions: Arc<Sessions>,
     pub admin: AdminApi,
-    pub upstream: Upstream,
-    pub credentials: Credentials,
+    pub proxy: Proxy,
+    pub credentials: Arc<Credentials>,
     /// True once state is restored and the listener serves (`/readyz`).
     pub ready: AtomicBool,
     /// Set when a graceful upgrade or shutdown began: the session API has moved on.
@@ -92,16 +95,23 @@ impl GatewayState {
             defaults: config.gepa_defaults.clone(),
             default_proposer_model: config.proposer.model.clone(),
         };
-        let credentials = Credentials {
+        let credentials = Arc::new(Credentials {
             admin_tokens: config.admin_tokens.clone(),
             reward_tokens: config.reward_tokens.clone(),
             client_keys: config.client_keys.clone(),
+        });
+        let proxy = Proxy {
+            sessions: sessions.clone(),
+            credentials: credentials.clone(),
+            upstream: Upstream::new(config.upstream.clone()),
+            max_body_bytes: config.max_body_bytes,
+            capture_max_bytes: config.capture_max_bytes,
         };
         let store_probe = sqlite.is_some().then_some(&probe);
         let metrics =
             Arc::new(Metrics::new(sessions.clone(), store_probe).map_err(|e| e.to_string())?);
         Ok(GatewayState {
-            upstream: Upstream::new(config.upstream.clone()),
+            proxy,
             metrics,
             sessions,
             admin,
@@ -113,23 +123,6 @@ impl GatewayState {
             config,
         })
     }
-}
-
-/// Per-request facts for the access log.
-#[derive(Debug)]
-pub struct RequestCtx {
-    pub started: Instant,
-    pub route: &'static str,
-    pub session_id: Option<Arc<str>>,
-    pub rollout_id: Option<Arc<str>>,
-    pub candidate_id: Option<String>,
-    pub error_code: Option<&'static str>,
-    pub upstream_ttfb: Option<Duration>,
-    pub upstream_ms: Option<Duration>,
-    /// The upstream's response status, when one arrived.
-    pub upstream_status: Option<u16>,
-    pub bytes_in: usize,
-    pub bytes_out: usize,
 }
 
 /// The Pingora service.
@@ -147,19 +140,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            route: "unknown",
-            session_id: None,
-            rollout_id: None,
-            candidate_id: None,
-            error_code: None,
-            upstream_ttfb: None,
-            upstream_ms: None,
-            upstream_status: None,
-            bytes_in: 0,
-            bytes_out: 0,
-        }
+        RequestCtx::new()
     }
 
     /// Never reached: `request_filter` answers every request itself.
@@ -205,7 +186,7 @@ impl ProxyHttp for Gateway {
             Route::Proxy {
                 session_id,
                 correlation_id,
-            } => proxy::serve(gw, session, ctx, session_id, correlation_id).await?,
+            } => proxy::serve(&gw.proxy, session, ctx, session_id, correlation_id).await?,
             Route::Health => ok_json(session, json!({"status": "ok"})).await?,
             Route::Ready => ready(gw, session).await?,
             Route::NotFound => fail(session, ctx, ApiError::route_not_found()).await?,
@@ -248,7 +229,7 @@ impl ProxyHttp for Gateway {
             .map(|h| h.status.as_u16())
             .unwrap_or(0);
         if crate::logging::access_enabled() {
-            let ts = crate::sessions::rfc3339(time::OffsetDateTime::now_utc());
+            let ts = crate::format::rfc3339(time::OffsetDateTime::now_utc());
             crate::logging::access(&crate::logging::AccessRecord {
                 ts: &ts,
                 route: ctx.route,
@@ -288,17 +269,6 @@ async fn ok_json(session: &mut Session, v: serde_json::Value) -> Result<()> {
     respond::json(session, 200, Bytes::from(v.to_string()), &[]).await
 }
 
-/// Answers a client error that carries no x-gepa headers (nothing was assigned yet), and
-/// closes the connection if the request body was not read: we do not drain a body we
-/// refused.
-pub(crate) async fn fail(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
-    ctx.error_code = Some(err.code());
-    if !session.as_downstream_mut().is_body_done() {
-        session.set_keepalive(None);
-    }
-    respond::error(session, &err, &[]).await
-}
-
 async fn ready(gw: &GatewayState, session: &mut Session) -> Result<()> {
     if gw.ready.load(Ordering::Acquire) {
         return ok_json(session, json!({"status": "ready"})).await;
@@ -329,7 +299,7 @@ async fn serve_admin(
     if let Err(e) = gw.credentials.authorize_admin(route, auth, client_ip) {
         return fail(session, ctx, e).await;
     }
-    let body = match read_admin_body(session).await? {
+    let body = match read_body(session, MAX_ADMIN_BODY).await? {
         Ok(b) => b,
         Err(e) => return fail(session, ctx, e).await,
     };
@@ -347,17 +317,4 @@ async fn serve_admin(
         Ok(v) => ok_json(session, v).await,
         Err(e) => fail(session, ctx, e).await,
     }
-}
-
-async fn read_admin_body(session: &mut Session) -> Result<std::result::Result<Bytes, ApiError>> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if buf.len() + chunk.len() > MAX_ADMIN_BODY {
-            return Ok(Err(ApiError::PayloadTooLarge {
-                limit: MAX_ADMIN_BODY,
-            }));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Ok(Bytes::from(buf)))
 }

@@ -27,7 +27,7 @@ pub fn init() {
         .write_style(env_logger::WriteStyle::Always)
         .format(|buf, record| {
             let line = serde_json::json!({
-                "ts": crate::sessions::rfc3339(time::OffsetDateTime::now_utc()),
+                "ts": crate::format::rfc3339(time::OffsetDateTime::now_utc()),
                 "level": record.level().as_str(),
                 "target": record.target(),
                 "message": record.args().to_string(),

@@ -18,7 +18,7 @@ use prometheus::{
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::sessions::Sessions;
+use crate::gepa::Sessions;
 use crate::store::StoreProbe;
 
 /// Series of a completed or cancelled session are dropped this long after it finished.
@@ -259,7 +259,7 @@ impl Metrics {
             let id = &*s.id;
             let (mut active, mut archived) = (0, 0);
             for c in &snap.candidates {
-                let l = [id, c.id.as_str()];
+                let l = [id, &*c.id];
                 rollouts.with_label_values(&l).inc_by(c.stats.issued);
                 rewards.with_label_values(&l).inc_by(c.stats.rewards);
                 reward_sum.with_label_values(&l).set(c.stats.reward_sum);

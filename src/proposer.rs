@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::reflection::{completion_text, extract_instruction, proposer_request};
-use crate::sessions::{ProposalJob, Session, Sessions};
+use crate::gepa::reflection::{completion_text, extract_instruction, proposer_request};
+use crate::gepa::{ProposalJob, Session, Sessions};
 use crate::upstream::Upstream;
 
 /// Largest proposer response accepted.

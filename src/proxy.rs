@@ -7,9 +7,9 @@
 //! upstream through the phases only via a 64 KiB retry buffer, and chat bodies are often
 //! far larger. Doing the exchange ourselves sends any body up to `limits.max_body_bytes`
 //! and keeps every step (timeouts, retry of a stale pooled connection, error mapping)
-//! explicit. See the README's design notes.
+//! explicit. See docs/design.md.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
@@ -18,12 +18,15 @@ use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::auth::Credentials;
 use crate::capture::ReplyCapture;
 use crate::errors::ApiError;
-use crate::gateway::{fail, GatewayState, RequestCtx};
-use crate::respond;
+use crate::gepa::Sessions;
+use crate::gepa::{CallOutcome, CallTicket, Session as GepaSession};
+use crate::request::{read_body, RequestCtx};
+use crate::respond::{self, fail};
 use crate::rewrite::{self, BodyError};
-use crate::sessions::{CallOutcome, CallTicket, Session as GepaSession};
+use crate::upstream::Upstream;
 
 /// Response headers that describe the upstream hop; Pingora frames the client response.
 static RESPONSE_HOP_BY_HOP: [HeaderName; 4] = [
@@ -39,10 +42,21 @@ static X_GEPA_ROLLOUT_ID: HeaderName = HeaderName::from_static("x-gepa-rollout-i
 static X_GEPA_CANDIDATE_ID: HeaderName = HeaderName::from_static("x-gepa-candidate-id");
 const GEPA_HEADER_COUNT: usize = 3;
 
+/// The proxy route: what it needs, built once at start-up.
+pub struct Proxy {
+    pub sessions: Arc<Sessions>,
+    pub credentials: Arc<Credentials>,
+    pub upstream: Upstream,
+    /// `limits.max_body_bytes`: larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// `capture.max_bytes`: each captured message and reply is cut to this.
+    pub capture_max_bytes: usize,
+}
+
 /// Serves a proxied call. `Err` only when the client connection is unusable (a write to it
 /// failed, or a stream broke after its header went out): Pingora then closes it.
 pub async fn serve(
-    gw: &GatewayState,
+    gw: &Proxy,
     session: &mut Session,
     ctx: &mut RequestCtx,
     session_id: &str,
@@ -60,7 +74,7 @@ pub async fn serve(
     if let Err(e) = gw.credentials.authorize_proxy(auth) {
         return fail(session, ctx, e).await;
     }
-    let body = match read_body(session, gw.config.max_body_bytes).await? {
+    let body = match read_body(session, gw.max_body_bytes).await? {
         Ok(body) => body,
         Err(e) => return fail(session, ctx, e).await,
     };
@@ -72,11 +86,11 @@ pub async fn serve(
     // Only now, with a valid body, is a rollout assigned.
     let ticket = match gepa.begin_call(correlation_id) {
         Ok(t) => t,
-        Err(e) => return fail(session, ctx, e).await,
+        Err(e) => return fail(session, ctx, e.into()).await,
     };
     ctx.rollout_id = Some(ticket.rollout_id.clone());
     ctx.candidate_id = Some(ticket.candidate_id.clone());
-    let rewritten = parsed.rewrite(&ticket.instruction, gw.config.capture_max_bytes);
+    let rewritten = parsed.rewrite(&ticket.instruction, gw.capture_max_bytes);
     drop(parsed);
     let mut recorder = Recorder {
         gepa: &gepa,
@@ -123,52 +137,6 @@ fn body_error(e: &BodyError) -> ApiError {
     }
 }
 
-/// Reads the whole request body, refusing it (413) past `limit`, before reading if the
-/// declared Content-Length already says so. The outer `Err` is a client I/O failure.
-async fn read_body(
-    session: &mut Session,
-    limit: usize,
-) -> Result<std::result::Result<Bytes, ApiError>> {
-    let headers = &session.req_header().headers;
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Ok(Err(ApiError::PayloadTooLarge { limit }));
-    }
-    let expects_continue = headers
-        .get("expect")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue {
-        session
-            .as_downstream_mut()
-            .write_continue_response()
-            .await?;
-    }
-    // A body that arrives as one chunk (the usual case) is kept as it is; only one that
-    // takes several is copied into one buffer.
-    let mut single: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    let mut len = 0;
-    while let Some(chunk) = session.read_request_body().await? {
-        len += chunk.len();
-        if len > limit {
-            return Ok(Err(ApiError::PayloadTooLarge { limit }));
-        }
-        match single.take() {
-            None if joined.is_empty() => single = Some(chunk),
-            Some(first) => {
-                joined.reserve(declared.map_or(len, |n| n as usize).max(len));
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&chunk);
-            }
-            None => joined.extend_from_slice(&chunk),
-        }
-    }
-    Ok(Ok(single.unwrap_or_else(|| joined.freeze())))
-}
-
 /// How an exchange ended.
 struct ExchangeEnd {
     /// Set when the client connection must be dropped.
@@ -203,7 +171,7 @@ fn gepa_headers(
 /// Sends the request upstream and relays the response. Every failure before the response
 /// header reached the client becomes a 502/504 carrying the x-gepa headers.
 async fn exchange(
-    gw: &GatewayState,
+    gw: &Proxy,
     session: &mut Session,
     ctx: &mut RequestCtx,
     gepa: &Arc<GepaSession>,
@@ -242,7 +210,7 @@ async fn exchange(
     let mut capture = ReplyCapture::new(
         header_str(upstream_header, "content-type"),
         header_str(upstream_header, "content-encoding"),
-        gw.config.capture_max_bytes,
+        gw.capture_max_bytes,
     );
     let client_header =
         match client_response_header(upstream_header, &gepa_header_values(gepa, ticket)) {

@@ -9,6 +9,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use crate::errors::ApiError;
+use crate::request::RequestCtx;
 
 /// Writes a complete JSON response.
 pub async fn json(
@@ -40,4 +41,15 @@ pub async fn error(
     let mut headers = err.extra_headers();
     headers.extend_from_slice(extra);
     json(session, err.status(), err.body(), &headers).await
+}
+
+/// Answers a client error that carries no x-gepa headers (nothing was assigned yet), and
+/// closes the connection if the request body was not read: we do not drain a body we
+/// refused.
+pub async fn fail(session: &mut Session, ctx: &mut RequestCtx, err: ApiError) -> Result<()> {
+    ctx.error_code = Some(err.code());
+    if !session.as_downstream_mut().is_body_done() {
+        session.set_keepalive(None);
+    }
+    error(session, &err, &[]).await
 }

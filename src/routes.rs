@@ -70,6 +70,35 @@ impl Route<'_> {
     }
 }
 
+/// Builds the URLs the API hands out (`proxy_url`, `chat_completions_url`) from
+/// `gateway.public_url` and the proxy route above, so the two cannot disagree.
+#[derive(Debug, Clone)]
+pub struct PublicUrls {
+    base: String,
+}
+
+impl PublicUrls {
+    pub fn new(public_url: &str) -> Self {
+        PublicUrls {
+            base: public_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn proxy_url(&self, session_id: &str, correlation_id: Option<&str>) -> String {
+        match correlation_id {
+            Some(c) => format!("{}{PROXY_PREFIX}{session_id}/{c}", self.base),
+            None => format!("{}{PROXY_PREFIX}{session_id}", self.base),
+        }
+    }
+
+    pub fn chat_completions_url(&self, session_id: &str, correlation_id: Option<&str>) -> String {
+        format!(
+            "{}/chat/completions",
+            self.proxy_url(session_id, correlation_id)
+        )
+    }
+}
+
 /// Is `s` a valid correlation id: 1..=128 of `[A-Za-z0-9._:-]`, and not the literal `v1`.
 pub fn is_valid_correlation_id(s: &str) -> bool {
     !s.is_empty()

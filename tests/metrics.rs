@@ -180,7 +180,7 @@ fn the_dashboard_queries_only_metrics_the_gateway_defines() {
         &std::fs::read_to_string(root.join("conf/grafana/gepa-gateway.json")).unwrap(),
     )
     .unwrap();
-    let sources = ["src/metrics.rs", "src/store/mod.rs"]
+    let sources = ["src/metrics.rs", "src/store/probe.rs"]
         .iter()
         .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
         .collect::<String>();

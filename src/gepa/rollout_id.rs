@@ -10,6 +10,8 @@
 //! 64 bits) covers the session id, the nonce and the position. The nonce is a millisecond
 //! timestamp followed by 80 random bits.
 
+use crate::format::push_hex;
+
 /// A fresh id for a rollout of `session_id` served by the candidate at `position`.
 pub fn issue(key: &[u8; 32], session_id: &str, position: usize) -> String {
     // Time-ordered like a UUIDv7 (48-bit milliseconds, then 80 random bits): ids of one
@@ -70,21 +72,6 @@ fn mac(key: &[u8; 32], session_id: &str, nonce: &str, position: usize) -> [u8; 8
     tag
 }
 
-/// Lower-case hex of `bytes` (also how the store keeps the key).
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(2 * bytes.len());
-    push_hex(&mut out, bytes);
-    out
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,15 +90,6 @@ mod tests {
         let b = issue(&KEY, "sess", 0);
         assert_ne!(a, b, "every id is fresh");
         assert!(a < b, "ids sort by creation: {a} {b}");
-    }
-
-    #[test]
-    fn hex_is_lower_case_two_digits_per_byte_at_any_length() {
-        let bytes: Vec<u8> = (0..=255u8).rev().chain(0..=255).collect();
-        for len in [0, 1, 8, 16, 31, 32, 33, 64, 65, 512] {
-            let expected: String = bytes[..len].iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(hex(&bytes[..len]), expected, "{len} bytes");
-        }
     }
 
     #[test]

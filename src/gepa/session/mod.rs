@@ -7,57 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
+use super::allocation::ArmStats;
 use super::candidate::Candidate;
+use super::env::SessionEnv;
+use super::error::GepaError;
 use super::optimizer::{self, OptimizerState, ProposalJob, RewardedExample};
+use super::reward::{Reward, RewardReply, RewardRequest};
 use super::rollout_id;
-use super::{next_status, rfc3339, GepaSettings, PublicUrls, SessionEnv, Status, Transition};
-use crate::allocation::ArmStats;
-use crate::errors::ApiError;
+use super::settings::{GepaSettings, NewSession};
+use super::status::{Status, Transition};
+use super::store::{RewardCommit, RewardWrite, RolloutRecord, SessionRecord, StoreError};
+use crate::format::rfc3339;
 use crate::rewrite::CapturedMessage;
-use crate::store::{RestoredSession, RewardCommit, RewardWrite, StoreError};
+use crate::routes::PublicUrls;
 use tokio::sync::watch;
-
-/// A reward as reported by the client (compared field by field for idempotency).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reward {
-    pub outcome: f64,
-    /// Integer or string naming the task instance.
-    pub seed: Option<Value>,
-    pub feedback: Option<String>,
-}
-
-/// What the admin API asks of [`Session::reward`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct RewardRequest {
-    pub rollout_id: Option<String>,
-    pub correlation_id: Option<String>,
-    pub candidate_id: Option<String>,
-    pub reward: Option<Reward>,
-    pub stop: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RewardReply {
-    pub session_id: String,
-    pub rollout_id: Option<String>,
-    pub candidate_id: Option<String>,
-    pub reward_count: u64,
-    pub status: Status,
-    pub duplicate: bool,
-}
-
-impl RewardReply {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "session_id": self.session_id,
-            "rollout_id": self.rollout_id,
-            "candidate_id": self.candidate_id,
-            "reward_count": self.reward_count,
-            "status": self.status.as_str(),
-            "duplicate": self.duplicate,
-        })
-    }
-}
 
 /// A session's figures for the metrics exposition.
 #[derive(Debug, Clone)]
@@ -72,7 +35,7 @@ pub struct SessionMetrics {
 
 #[derive(Debug, Clone)]
 pub struct CandidateMetrics {
-    pub id: String,
+    pub id: Arc<str>,
     pub active: bool,
     pub stats: ArmStats,
 }
@@ -108,7 +71,7 @@ pub struct CallOutcome {
 #[derive(Debug, Clone)]
 pub struct CallTicket {
     pub rollout_id: Arc<str>,
-    pub candidate_id: String,
+    pub candidate_id: Arc<str>,
     pub instruction: Arc<str>,
 }
 
@@ -141,22 +104,15 @@ struct PendingReward {
     done: Option<watch::Sender<bool>>,
 }
 
-fn same_reward(existing: &Reward, reward: &Reward) -> Result<(), ApiError> {
+/// The message of a reward whose `rollout_id` this session never issued.
+const NO_SUCH_ROLLOUT_ID: &str = "this session issued no rollout with that rollout_id";
+
+fn same_reward(existing: &Reward, reward: &Reward) -> Result<(), GepaError> {
     if existing == reward {
         Ok(())
     } else {
-        Err(ApiError::conflict(
-            "reward_conflict",
-            "this rollout already has a different reward",
-        ))
+        Err(GepaError::RewardConflict)
     }
-}
-
-fn rollout_failed() -> ApiError {
-    ApiError::conflict(
-        "rollout_failed",
-        "none of this rollout's upstream calls succeeded; an outage says nothing about a prompt",
-    )
 }
 
 #[derive(Debug, Clone)]
@@ -185,14 +141,6 @@ struct SessionState {
     optimizer: OptimizerState,
 }
 
-/// The immutable facts of a session, fixed at creation.
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub baseline_instruction: String,
-    pub settings: GepaSettings,
-    pub metadata: Option<Value>,
-}
-
 #[derive(Debug)]
 pub struct Session {
     /// Shared (not copied) by the store's write-behind rollout records.
@@ -204,6 +152,22 @@ pub struct Session {
     pub seq: u64,
     env: Arc<SessionEnv>,
     state: Mutex<SessionState>,
+}
+
+/// The contract's state table: the status a transition leads to, `Ok(None)` when the
+/// session already is where the action leads (no change), or an error for a finished
+/// session.
+fn next_status(from: Status, t: Transition) -> Result<Option<Status>, GepaError> {
+    use Status::*;
+    use Transition::*;
+    match (from, t) {
+        (Started, Pause) => Ok(Some(Paused)),
+        (Paused, Resume) => Ok(Some(Started)),
+        (Started | Paused, Cancel) => Ok(Some(Cancelled)),
+        (Started | Paused, Stop) => Ok(Some(Completed)),
+        (Paused, Pause) | (Started, Resume) | (Cancelled, Cancel) | (Completed, Stop) => Ok(None),
+        (Completed | Cancelled, _) => Err(GepaError::SessionFinished(from)),
+    }
 }
 
 impl Session {
@@ -234,13 +198,31 @@ impl Session {
         }
     }
 
+    /// The session as the store records it at creation.
+    pub(super) fn record(&self) -> SessionRecord {
+        let st = self.state.lock();
+        SessionRecord {
+            id: self.id.to_string(),
+            seq: self.seq,
+            job_id: self.job_id.clone(),
+            status: st.status,
+            created_at: self.created_at,
+            updated_at: st.updated_at,
+            settings: self.settings.clone(),
+            metadata: self.metadata.clone(),
+            candidates: st.candidates.iter().map(|c| c.record()).collect(),
+            rollouts: Vec::new(),
+            rewards: Vec::new(),
+        }
+    }
+
     pub fn status(&self) -> Status {
         self.state.lock().status
     }
 
     /// Starts one proxied call: reuses the open rollout of `correlation_id` when its
     /// candidate may still serve, else opens a new rollout on a freshly chosen candidate.
-    pub fn begin_call(&self, correlation_id: Option<&str>) -> Result<CallTicket, ApiError> {
+    pub fn begin_call(&self, correlation_id: Option<&str>) -> Result<CallTicket, GepaError> {
         let now = Instant::now();
         let mut st = self.state.lock();
         let ttl = self.env.correlation_ttl;
@@ -258,24 +240,19 @@ impl Session {
             .selector
             .choose(&servable, &mut rand::thread_rng())
             .cloned()
-            .ok_or_else(|| ApiError::Internal {
-                message: "session has no candidate to serve".into(),
-            })?;
+            .ok_or_else(|| GepaError::Internal("session has no candidate to serve".into()))?;
         let key = self
             .env
             .store
             .rollout_key()
-            .ok_or_else(|| ApiError::Unavailable {
-                message: "the state store is not open yet".into(),
-                retry_after_s: 1,
-            })?;
+            .ok_or(GepaError::StoreNotOpen)?;
         // The id names the candidate by its place in the session's list (append-only).
         let position = st
             .candidates
             .iter()
             .position(|c| Arc::ptr_eq(c, &candidate))
-            .ok_or_else(|| ApiError::Internal {
-                message: "the chosen candidate is not in the session".into(),
+            .ok_or_else(|| {
+                GepaError::Internal("the chosen candidate is not in the session".into())
             })?;
         let rollout_id: Arc<str> = rollout_id::issue(&key, &self.id, position).into();
         candidate.record_issued();
@@ -322,12 +299,22 @@ impl Session {
                 r.calls_failed += 1;
             }
             r.input = outcome.input.into();
-            self.env.store.rollout_finished(self, rollout_id, r);
+            self.env.store.rollout_finished(RolloutRecord {
+                session_id: self.id.clone(),
+                id: rollout_id.clone(),
+                candidate_id: r.candidate.id.clone(),
+                correlation_id: r.correlation_id.clone(),
+                created_at: r.created_at,
+                calls_ok: r.calls_ok,
+                calls_failed: r.calls_failed,
+                input: r.input.clone(),
+                output: r.output.clone(),
+            });
         }
     }
 
     /// Applies a lifecycle transition. Returns the status after it.
-    pub fn transition(&self, t: Transition) -> Result<Status, ApiError> {
+    pub fn transition(&self, t: Transition) -> Result<Status, GepaError> {
         let mut st = self.state.lock();
         self.apply_transition(&mut st, t)?;
         Ok(st.status)
@@ -335,7 +322,7 @@ impl Session {
 
     /// Persists, then applies, a status change.
     fn set_status(&self, st: &mut SessionState, next: Status) -> Result<(), StoreError> {
-        self.env.store.status_changed(self, next)?;
+        self.env.store.status_changed(&self.id, next)?;
         st.status = next;
         st.updated_at = OffsetDateTime::now_utc();
         Ok(())
@@ -344,18 +331,14 @@ impl Session {
     /// Applies a reward (and/or a stop) under the contract's rules, answering once the
     /// reward is durable. The work runs in its own task: a client that disconnects
     /// mid-commit cannot leave a committed reward uncounted.
-    pub async fn reward(self: &Arc<Self>, req: RewardRequest) -> Result<RewardReply, ApiError> {
+    pub async fn reward(self: &Arc<Self>, req: RewardRequest) -> Result<RewardReply, GepaError> {
         let session = self.clone();
         tokio::spawn(async move { session.reward_task(req).await })
             .await
-            .unwrap_or_else(|e| {
-                Err(ApiError::Internal {
-                    message: format!("the reward task failed: {e}"),
-                })
-            })
+            .unwrap_or_else(|e| Err(GepaError::Internal(format!("the reward task failed: {e}"))))
     }
 
-    async fn reward_task(&self, req: RewardRequest) -> Result<RewardReply, ApiError> {
+    async fn reward_task(&self, req: RewardRequest) -> Result<RewardReply, GepaError> {
         // Without a reward (a bare stop) only the lifecycle changes.
         let settled = match req.reward.clone() {
             Some(reward) => Some(self.settle_reward(&req, reward).await?),
@@ -377,7 +360,7 @@ impl Session {
         &self,
         req: &RewardRequest,
         reward: Reward,
-    ) -> Result<(String, String, bool), ApiError> {
+    ) -> Result<(String, String, bool), GepaError> {
         loop {
             let step = {
                 let mut st = self.state.lock();
@@ -411,15 +394,9 @@ impl Session {
         st: &mut SessionState,
         req: &RewardRequest,
         reward: &Reward,
-    ) -> Result<RewardStep, ApiError> {
+    ) -> Result<RewardStep, GepaError> {
         if st.status.is_finished() {
-            return Err(ApiError::conflict(
-                "session_finished",
-                format!(
-                    "the session is {}: rewards are no longer accepted",
-                    st.status.as_str()
-                ),
-            ));
+            return Err(GepaError::RewardsClosed(st.status));
         }
         if let Some(committed) = req
             .rollout_id
@@ -430,7 +407,7 @@ impl Session {
         }
         let rollout_id = match st.resolve_rollout(req) {
             Ok(id) => id,
-            Err(e) if e.status() == 404 && req.rollout_id.is_some() => {
+            Err(GepaError::UnknownRollout(_)) if req.rollout_id.is_some() => {
                 // Not in memory: evicted, or answered but lost in a crash before its
                 // record was flushed. The store and the id itself can tell.
                 let id = req.rollout_id.clone().unwrap_or_default();
@@ -455,11 +432,11 @@ impl Session {
             .rollouts
             .get(&rollout_id)
             .map(|r| r.candidate.clone())
-            .ok_or_else(|| ApiError::not_found("unknown_rollout", "unknown rollout"))?;
+            .ok_or(GepaError::UnknownRollout("unknown rollout"))?;
         if duplicate {
             return Ok(RewardStep::Duplicate {
                 rollout_id: rollout_id.to_string(),
-                candidate_id: candidate.id.clone(),
+                candidate_id: candidate.id.to_string(),
             });
         }
         let (done, committed) = watch::channel(false);
@@ -481,13 +458,8 @@ impl Session {
         reward: &Reward,
         rollout_id: String,
         by_mac: Option<Arc<Candidate>>,
-    ) -> Result<Result<PendingReward, (String, String, bool)>, ApiError> {
-        let unknown = || {
-            ApiError::not_found(
-                "unknown_rollout",
-                "this session issued no rollout with that rollout_id",
-            )
-        };
+    ) -> Result<Result<PendingReward, (String, String, bool)>, GepaError> {
+        let unknown = || GepaError::UnknownRollout(NO_SUCH_ROLLOUT_ID);
         let Some(stored) = self.env.store.lookup_rollout(&self.id, &rollout_id)? else {
             return Err(unknown());
         };
@@ -496,31 +468,28 @@ impl Session {
                 .lock()
                 .candidates
                 .iter()
-                .find(|c| &c.id == candidate_id)
+                .find(|c| *c.id == **candidate_id)
                 .cloned()
         });
         let candidate = by_record.or(by_mac).ok_or_else(unknown)?;
         if let Some(cid) = req.candidate_id.as_deref() {
-            if cid != candidate.id {
-                return Err(ApiError::conflict(
-                    "candidate_mismatch",
-                    format!(
-                        "rollout was served by candidate {}, not {cid}",
-                        candidate.id
-                    ),
-                ));
+            if cid != &*candidate.id {
+                return Err(GepaError::CandidateMismatch {
+                    served: candidate.id.to_string(),
+                    named: cid.to_string(),
+                });
             }
         }
         if let Some(existing) = stored.reward {
             return same_reward(&existing, reward)
-                .map(|()| Err((rollout_id, candidate.id.clone(), true)));
+                .map(|()| Err((rollout_id, candidate.id.to_string(), true)));
         }
         if stored
             .record
             .as_ref()
             .is_some_and(|(_, calls_ok)| *calls_ok == 0)
         {
-            return Err(rollout_failed());
+            return Err(GepaError::RolloutFailed);
         }
         Ok(Ok(PendingReward {
             rollout_id,
@@ -535,14 +504,14 @@ impl Session {
         &self,
         mut pending: PendingReward,
         reward: Reward,
-    ) -> Result<(String, String, bool), ApiError> {
+    ) -> Result<(String, String, bool), GepaError> {
         let committed = self
             .env
             .store
             .reward_recorded(RewardWrite {
                 session_id: self.id.to_string(),
                 rollout_id: pending.rollout_id.clone(),
-                candidate_id: pending.candidate.id.clone(),
+                candidate_id: pending.candidate.id.to_string(),
                 reward: reward.clone(),
                 with_rollout_record: pending.with_rollout_record,
             })
@@ -554,7 +523,7 @@ impl Session {
         }
         let answer = (
             pending.rollout_id.clone(),
-            pending.candidate.id.clone(),
+            pending.candidate.id.to_string(),
             false,
         );
         match committed? {
@@ -577,7 +546,7 @@ impl Session {
     }
 
     /// Applies a transition under the session's lock (persisted first).
-    fn apply_transition(&self, st: &mut SessionState, t: Transition) -> Result<(), ApiError> {
+    fn apply_transition(&self, st: &mut SessionState, t: Transition) -> Result<(), GepaError> {
         if let Some(next) = next_status(st.status, t)? {
             self.set_status(st, next)?;
         }
@@ -658,7 +627,10 @@ impl Session {
         if !self.pool_has_free_slot(&st) {
             // A full pool replaces its weakest judged candidate instead of freezing.
             let weakest = self.replaceable(&st)?;
-            self.env.store.candidate_archived(self, &weakest.id).ok()?;
+            self.env
+                .store
+                .candidate_archived(&self.id, &weakest.id)
+                .ok()?;
             weakest.archive();
         }
         let SessionState {
@@ -706,11 +678,15 @@ impl Session {
         }
         let id = format!("cand_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let candidate = Arc::new(Candidate::new(
-            id.clone(),
+            id.as_str().into(),
             instruction.into(),
             job.parent_ids(),
         ));
-        if let Err(e) = self.env.store.candidate_added(self, &candidate) {
+        if let Err(e) = self
+            .env
+            .store
+            .candidate_added(&self.id, &candidate.record())
+        {
             st.optimizer
                 .failed(format!("the store refused the candidate: {}", e.0), now);
             return None;
@@ -729,7 +705,7 @@ impl Session {
             self.settings.online_prune_min_rollouts,
         );
         for c in losers {
-            if self.env.store.candidate_archived(self, &c.id).is_ok() {
+            if self.env.store.candidate_archived(&self.id, &c.id).is_ok() {
                 c.archive();
             }
         }
@@ -880,36 +856,20 @@ impl SessionState {
     }
 
     /// Finds the rollout a reward names: by id, else by the correlation's open rollout.
-    fn resolve_rollout(&self, req: &RewardRequest) -> Result<Arc<str>, ApiError> {
+    fn resolve_rollout(&self, req: &RewardRequest) -> Result<Arc<str>, GepaError> {
         if let Some(id) = &req.rollout_id {
             return self
                 .rollouts
                 .get_key_value(id.as_str())
                 .map(|(k, _)| k.clone())
-                .ok_or_else(|| {
-                    ApiError::not_found(
-                        "unknown_rollout",
-                        "this session issued no rollout with that rollout_id",
-                    )
-                });
+                .ok_or(GepaError::UnknownRollout(NO_SUCH_ROLLOUT_ID));
         }
         if let Some(corr) = &req.correlation_id {
-            return self
-                .pins
-                .get(corr)
-                .map(|p| p.rollout_id.clone())
-                .ok_or_else(|| {
-                    ApiError::not_found(
-                        "unknown_rollout",
-                        "no open rollout for that correlation_id",
-                    )
-                });
+            return self.pins.get(corr).map(|p| p.rollout_id.clone()).ok_or(
+                GepaError::UnknownRollout("no open rollout for that correlation_id"),
+            );
         }
-        Err(ApiError::bad_request(
-            "missing_rollout",
-            "rollout_id",
-            "a reward needs `rollout_id` or `correlation_id`",
-        ))
+        Err(GepaError::MissingRollout)
     }
 
     /// Checks a reward against the rollout: `Ok(true)` for an idempotent repeat of the
@@ -919,26 +879,23 @@ impl SessionState {
         rollout_id: &Arc<str>,
         candidate_id: Option<&str>,
         reward: &Reward,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, GepaError> {
         let Some(rollout) = self.rollouts.get(rollout_id) else {
-            return Err(ApiError::not_found("unknown_rollout", "unknown rollout"));
+            return Err(GepaError::UnknownRollout("unknown rollout"));
         };
         if let Some(cid) = candidate_id {
-            if cid != rollout.candidate.id {
-                return Err(ApiError::conflict(
-                    "candidate_mismatch",
-                    format!(
-                        "rollout was served by candidate {}, not {cid}",
-                        rollout.candidate.id
-                    ),
-                ));
+            if cid != &*rollout.candidate.id {
+                return Err(GepaError::CandidateMismatch {
+                    served: rollout.candidate.id.to_string(),
+                    named: cid.to_string(),
+                });
             }
         }
         if let Some(existing) = &rollout.reward {
             return same_reward(existing, reward).map(|()| true);
         }
         if rollout.calls_ok == 0 && rollout.calls_in_flight == 0 {
-            return Err(rollout_failed());
+            return Err(GepaError::RolloutFailed);
         }
         Ok(false)
     }
@@ -993,20 +950,11 @@ impl Session {
     /// Rebuilds a session from the durable store: candidates and their statistics, the
     /// rollouts that can still be rewarded (with their correlation pins), the rewards,
     /// and the optimizer's score table. `None` for a record without candidates.
-    pub(super) fn restore(r: RestoredSession, env: Arc<SessionEnv>) -> Option<Self> {
+    pub(super) fn restore(r: SessionRecord, env: Arc<SessionEnv>) -> Option<Self> {
         let candidates: Vec<Arc<Candidate>> = r
             .candidates
-            .iter()
-            .map(|c| {
-                Arc::new(Candidate::restored(
-                    c.id.clone(),
-                    c.instruction.clone().into(),
-                    c.parent_ids.clone(),
-                    c.created_at,
-                    c.archived,
-                    c.issued,
-                ))
-            })
+            .into_iter()
+            .map(|c| Arc::new(Candidate::restored(c)))
             .collect();
         if candidates.is_empty() {
             return None;
@@ -1024,13 +972,14 @@ impl Session {
             optimizer: OptimizerState::default(),
             candidates,
         };
-        let find = |st: &SessionState, id: &str| st.candidates.iter().find(|c| c.id == id).cloned();
+        let find =
+            |st: &SessionState, id: &str| st.candidates.iter().find(|c| &*c.id == id).cloned();
         let now = Instant::now();
         for ro in r.rollouts {
             let Some(candidate) = find(&st, &ro.candidate_id) else {
                 continue;
             };
-            let id: Arc<str> = ro.id.into();
+            let id = ro.id;
             if let Some(corr) = &ro.correlation_id {
                 st.pins.insert(
                     corr.clone(),
@@ -1048,7 +997,7 @@ impl Session {
                 calls_ok: ro.calls_ok,
                 calls_failed: ro.calls_failed,
                 reward: None,
-                input: ro.input.into(),
+                input: ro.input,
                 output: ro.output,
             };
             st.rollouts.insert(id.clone(), rollout);
@@ -1079,14 +1028,35 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Sessions, MIN_REWARDS_FOR_BEST};
+    use super::super::optimizer::{OptimizerConfig, MIN_REWARDS_FOR_BEST};
+    use super::super::selection::CandidateSelector;
+    use super::super::store::{CandidateRecord, StateStore, StoredRollout};
+    use super::super::Sessions;
     use super::*;
-    use crate::selection::CandidateSelector;
-    use crate::sessions::OptimizerConfig;
-    use crate::store::{MemoryStore, StateStore};
+    use crate::errors::ApiError;
+    use crate::store::MemoryStore;
 
-    fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> super::super::SessionEnv {
-        super::super::SessionEnv {
+    /// The HTTP status and code a client would get for a domain error.
+    trait AsHttp {
+        fn status(&self) -> u16;
+        fn code(&self) -> &'static str;
+        fn extra_headers(&self) -> Vec<(&'static str, String)>;
+    }
+
+    impl AsHttp for GepaError {
+        fn status(&self) -> u16 {
+            ApiError::from(self.clone()).status()
+        }
+        fn code(&self) -> &'static str {
+            ApiError::from(self.clone()).code()
+        }
+        fn extra_headers(&self) -> Vec<(&'static str, String)> {
+            ApiError::from(self.clone()).extra_headers()
+        }
+    }
+
+    fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> SessionEnv {
+        SessionEnv {
             correlation_ttl: ttl,
             rollouts_in_memory: 1000,
             store,
@@ -1339,29 +1309,25 @@ mod tests {
         fn rollout_key(&self) -> Option<[u8; 32]> {
             Some([1; 32])
         }
-        fn session_created(&self, _: &Session) -> Result<(), StoreError> {
+        fn session_created(&self, _: &SessionRecord) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
+        fn status_changed(&self, _: &str, _: Status) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
         async fn reward_recorded(&self, _: RewardWrite) -> Result<RewardCommit, StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn lookup_rollout(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<crate::store::StoredRollout>, StoreError> {
+        fn lookup_rollout(&self, _: &str, _: &str) -> Result<Option<StoredRollout>, StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
+        fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
+        fn candidate_archived(&self, _: &str, _: &str) -> Result<(), StoreError> {
             Err(StoreError("disk full".into()))
         }
-        fn rollout_finished(&self, _: &Session, _: &Arc<str>, _: &Rollout) {}
+        fn rollout_finished(&self, _: RolloutRecord) {}
     }
 
     /// A store whose reward commits wait until the test opens the gate.
@@ -1375,10 +1341,10 @@ mod tests {
         fn rollout_key(&self) -> Option<[u8; 32]> {
             Some([2; 32])
         }
-        fn session_created(&self, _: &Session) -> Result<(), StoreError> {
+        fn session_created(&self, _: &SessionRecord) -> Result<(), StoreError> {
             Ok(())
         }
-        fn status_changed(&self, _: &Session, _: Status) -> Result<(), StoreError> {
+        fn status_changed(&self, _: &str, _: Status) -> Result<(), StoreError> {
             Ok(())
         }
         async fn reward_recorded(&self, _: RewardWrite) -> Result<RewardCommit, StoreError> {
@@ -1387,20 +1353,16 @@ mod tests {
             let _permit = self.gate.acquire().await;
             Ok(RewardCommit::Inserted)
         }
-        fn lookup_rollout(
-            &self,
-            _: &str,
-            _: &str,
-        ) -> Result<Option<crate::store::StoredRollout>, StoreError> {
+        fn lookup_rollout(&self, _: &str, _: &str) -> Result<Option<StoredRollout>, StoreError> {
             Ok(None)
         }
-        fn candidate_added(&self, _: &Session, _: &Candidate) -> Result<(), StoreError> {
+        fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
             Ok(())
         }
-        fn candidate_archived(&self, _: &Session, _: &str) -> Result<(), StoreError> {
+        fn candidate_archived(&self, _: &str, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
-        fn rollout_finished(&self, _: &Session, _: &Arc<str>, _: &Rollout) {}
+        fn rollout_finished(&self, _: RolloutRecord) {}
     }
 
     #[tokio::test]

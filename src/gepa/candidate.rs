@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::rfc3339;
-use crate::allocation::{confidence_bounds, ArmStats};
+use super::allocation::{confidence_bounds, ArmStats};
+use super::store::CandidateRecord;
+use crate::format::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CandidateStatus {
@@ -21,7 +22,8 @@ pub enum CandidateStatus {
 /// One instruction the session can serve.
 #[derive(Debug)]
 pub struct Candidate {
-    pub id: String,
+    /// Shared (not copied) by the rollouts, tickets and records that name it.
+    pub id: Arc<str>,
     pub instruction: Arc<str>,
     /// Empty for the baseline, one for a reflective proposal, two for a merge.
     pub parent_ids: Vec<String>,
@@ -31,7 +33,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn new(id: String, instruction: Arc<str>, parent_ids: Vec<String>) -> Self {
+    pub fn new(id: Arc<str>, instruction: Arc<str>, parent_ids: Vec<String>) -> Self {
         Candidate {
             id,
             instruction,
@@ -48,29 +50,37 @@ impl Candidate {
     }
 
     /// A candidate as the durable store gives it back (rewards are replayed after).
-    pub fn restored(
-        id: String,
-        instruction: Arc<str>,
-        parent_ids: Vec<String>,
-        created_at: OffsetDateTime,
-        archived: bool,
-        issued: u64,
-    ) -> Self {
-        let c = Candidate::new(id, instruction, parent_ids);
-        let c = Candidate { created_at, ..c };
-        if archived {
+    pub fn restored(record: CandidateRecord) -> Self {
+        let c = Candidate::new(record.id, record.instruction, record.parent_ids);
+        let c = Candidate {
+            created_at: record.created_at,
+            ..c
+        };
+        if record.archived {
             c.archive();
         }
-        c.stats.lock().issued = issued;
+        c.stats.lock().issued = record.issued;
         c
     }
 
+    /// The candidate as the store keeps it.
+    pub fn record(&self) -> CandidateRecord {
+        CandidateRecord {
+            id: self.id.clone(),
+            instruction: self.instruction.clone(),
+            parent_ids: self.parent_ids.clone(),
+            created_at: self.created_at,
+            archived: !self.is_active(),
+            issued: self.stats().issued,
+        }
+    }
+
     pub fn baseline(instruction: Arc<str>) -> Self {
-        Candidate::new("baseline".to_string(), instruction, vec![])
+        Candidate::new("baseline".into(), instruction, vec![])
     }
 
     pub fn is_baseline(&self) -> bool {
-        self.id == "baseline"
+        &*self.id == "baseline"
     }
 
     pub fn status(&self) -> CandidateStatus {

@@ -2,7 +2,7 @@
 //!
 //! The session decides *which* candidates may serve (its status and the candidates'
 //! archiving); this module decides *among* them, with the policy of
-//! [`crate::allocation`]: a new candidate is served first until it has had
+//! [`super::allocation`]: a new candidate is served first until it has had
 //! `gepa.warmup_rollouts` rollouts, then Thompson sampling on the posterior of each
 //! candidate's mean reward sends most traffic to the apparent best while every active
 //! candidate keeps some exploration. O(candidates) per call, no allocation.
@@ -10,9 +10,9 @@
 use rand::Rng;
 use std::sync::Arc;
 
-use crate::allocation::{AllocationPolicy, ArmStats};
+use super::allocation::{AllocationPolicy, ArmStats};
+use super::candidate::Candidate;
 use crate::config::Allocation;
-use crate::sessions::Candidate;
 
 /// Chooses one candidate for one call.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +82,7 @@ mod tests {
         let sel = CandidateSelector::new(5);
         for _ in 0..10 {
             assert_eq!(
-                sel.choose(std::slice::from_ref(&c), &mut rng).unwrap().id,
+                &*sel.choose(std::slice::from_ref(&c), &mut rng).unwrap().id,
                 "baseline"
             );
         }
@@ -94,7 +94,7 @@ mod tests {
         let cs: Vec<Arc<Candidate>> = (0..2)
             .map(|i| {
                 Arc::new(Candidate::new(
-                    format!("c{i}"),
+                    format!("c{i}").into(),
                     format!("i{i}").into(),
                     vec![],
                 ))
@@ -104,7 +104,7 @@ mod tests {
         let sel = CandidateSelector::with_allocation(5, Allocation::Uniform);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let firsts = (0..2000)
-            .filter(|_| sel.choose(&cs, &mut rng).unwrap().id == "c0")
+            .filter(|_| sel.choose(&cs, &mut rng).unwrap().id == "c0".into())
             .count();
         assert!((900..1100).contains(&firsts), "{firsts}");
     }
@@ -121,7 +121,7 @@ mod tests {
         let sel = CandidateSelector::new(5);
         for _ in 0..5 {
             let c = sel.choose(&cs, &mut rng).unwrap();
-            assert_eq!(c.id, "new");
+            assert_eq!(&*c.id, "new");
             c.record_issued_for_test(0.0);
         }
     }
@@ -132,7 +132,7 @@ mod tests {
         let cs: Vec<Arc<Candidate>> = (0..3)
             .map(|i| {
                 Arc::new(Candidate::new(
-                    format!("c{i}"),
+                    format!("c{i}").into(),
                     format!("i{i}").into(),
                     vec![],
                 ))

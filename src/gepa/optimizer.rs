@@ -3,7 +3,7 @@
 //! and which candidate is the best. The proposer service ([`crate::proposer`]) does the
 //! model calls; everything here is bookkeeping under the session's lock.
 //!
-//! Rules (the README explains them for users):
+//! Rules (docs/optimizer.md explains them for users):
 //! - **Trigger**: status `started`, no proposal in flight, at least
 //!   `online_proposer_min_rollouts` rewards since the last proposal, room in the pool, and
 //!   past any failure back-off. The pool has room when fewer than
@@ -20,7 +20,7 @@
 //!   archived when its mean is below `online_prune_threshold`, or when the upper 95% bound
 //!   of its mean is below the lower 95% bound of the best candidate's. The best and the
 //!   last active candidate are never archived.
-//! - **Best**: among active candidates with at least [`super::MIN_REWARDS_FOR_BEST`]
+//! - **Best**: among active candidates with at least [`MIN_REWARDS_FOR_BEST`]
 //!   rewards, the highest lower bound (mean − 1 standard error); `best_score` is its mean.
 
 use rand::Rng;
@@ -30,10 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::candidate::Candidate;
-use super::MIN_REWARDS_FOR_BEST;
-use crate::pareto::{pareto_front, sample_parent, FrontMember, ScoreTable};
-use crate::reflection::{choose_minibatch, merge_prompt, reflection_prompt, ReflectionExample};
+use super::pareto::{pareto_front, sample_parent, FrontMember, ScoreTable};
+use super::reflection::{choose_minibatch, merge_prompt, reflection_prompt, ReflectionExample};
 use crate::rewrite::CapturedMessage;
+
+/// A session's candidate needs this many rewards before it can be named the best.
+/// Two lucky rewards must not crown a candidate.
+pub const MIN_REWARDS_FOR_BEST: u64 = 5;
 
 /// Below this many instances compared between candidates, the parent is the best mean.
 pub const MIN_SHARED_INSTANCES: usize = 3;
@@ -220,7 +223,7 @@ impl OptimizerState {
         rng: &mut R,
     ) -> Option<ProposalJob> {
         let active: Vec<&Arc<Candidate>> = candidates.iter().filter(|c| c.is_active()).collect();
-        let ids: Vec<&str> = active.iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<&str> = active.iter().map(|c| &*c.id).collect();
         let front = pareto_front(&self.scores, &ids);
         let merge_turn = cfg.merge && self.status.proposals % MERGE_EVERY == MERGE_EVERY - 1;
         let kind = match merge_turn
@@ -251,15 +254,15 @@ impl OptimizerState {
             .filter(|m| has_examples(&m.candidate))
             .cloned()
             .collect();
-        let parent_id = if self.scores.shared_instances(ids) >= MIN_SHARED_INSTANCES
-            && !front.is_empty()
-        {
-            sample_parent(&front, rng)?
-        } else {
-            let with_examples = || active.iter().copied().filter(|c| has_examples(&c.id));
-            best_mean(with_examples()).or_else(|| with_examples().next().map(|c| c.id.clone()))?
-        };
-        let parent = active.iter().find(|c| c.id == parent_id)?;
+        let parent_id =
+            if self.scores.shared_instances(ids) >= MIN_SHARED_INSTANCES && !front.is_empty() {
+                sample_parent(&front, rng)?
+            } else {
+                let with_examples = || active.iter().copied().filter(|c| has_examples(&c.id));
+                best_mean(with_examples())
+                    .or_else(|| with_examples().next().map(|c| c.id.to_string()))?
+            };
+        let parent = active.iter().find(|c| *c.id == *parent_id)?;
         let recent = self.recent.get(&parent_id)?;
         // age_rank 0 = newest
         let triples: Vec<(usize, f64, usize)> = recent
@@ -291,7 +294,7 @@ impl OptimizerState {
         candidates: &[Arc<Candidate>],
         front: &[FrontMember],
     ) -> Option<ProposalKind> {
-        let find = |id: &str| candidates.iter().find(|c| c.id == id);
+        let find = |id: &str| candidates.iter().find(|c| &*c.id == id);
         for (i, x) in front.iter().enumerate() {
             for y in &front[i + 1..] {
                 let key = (x.candidate.clone(), y.candidate.clone());
@@ -310,8 +313,8 @@ impl OptimizerState {
                 let (a, b, anc) = (find(&x.candidate)?, find(&y.candidate)?, find(common)?);
                 return Some(ProposalKind::Merge {
                     ancestor_instruction: anc.instruction.clone(),
-                    a: (a.id.clone(), a.instruction.clone()),
-                    b: (b.id.clone(), b.instruction.clone()),
+                    a: (a.id.to_string(), a.instruction.clone()),
+                    b: (b.id.to_string(), b.instruction.clone()),
                 });
             }
         }
@@ -367,7 +370,7 @@ fn ancestors(candidates: &[Arc<Candidate>], id: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut queue: VecDeque<String> = VecDeque::from([id.to_string()]);
     while let Some(cur) = queue.pop_front() {
-        let Some(c) = candidates.iter().find(|c| c.id == cur) else {
+        let Some(c) = candidates.iter().find(|c| *c.id == *cur) else {
             continue;
         };
         for p in &c.parent_ids {
@@ -388,7 +391,7 @@ fn best_mean<'a>(cands: impl Iterator<Item = &'a Arc<Candidate>>) -> Option<Stri
             best = Some((c, m));
         }
     }
-    best.map(|(c, _)| c.id.clone())
+    best.map(|(c, _)| c.id.to_string())
 }
 
 /// Rewards-worth of prior that pulls a candidate's mean toward the session's mean when
@@ -657,7 +660,7 @@ mod tests {
         rewarded(&bad, &[0.1, 0.0, 0.2, 0.1, 0.0, 0.1, 0.15, 0.05]);
         let pruned = prune(&[good.clone(), bad.clone()], 0.0, 5);
         assert_eq!(pruned.len(), 1);
-        assert_eq!(pruned[0].id, "bad");
+        assert_eq!(&*pruned[0].id, "bad");
         let below = prune(&[good.clone(), bad.clone()], 0.5, 20);
         assert!(below.is_empty(), "not enough rewards yet");
         assert!(
@@ -677,7 +680,7 @@ mod tests {
         let warming = cand("new", &[]);
         warming.record_issued();
         let pool = vec![best.clone(), weak.clone(), middling, warming];
-        assert_eq!(weakest(&pool, 5).unwrap().id, "weak");
+        assert_eq!(&*weakest(&pool, 5).unwrap().id, "weak");
         // Candidates still warming up or unrewarded are never replaced, nor is the best.
         assert!(weakest(&[best.clone(), cand("fresh", &[])], 5).is_none());
         assert!(weakest(std::slice::from_ref(&best), 5).is_none());
@@ -738,7 +741,7 @@ mod tests {
         let steady = cand("steady", &[]);
         rewarded(&steady, &[0.8, 0.7, 0.8, 0.9, 0.8, 0.75]);
         let (best, score) = best_candidate(&[lucky.clone(), steady.clone()]).unwrap();
-        assert_eq!(best.id, "steady");
+        assert_eq!(&*best.id, "steady");
         assert!((score - 0.791_666).abs() < 1e-3);
         assert!(best_candidate(&[lucky]).is_none());
     }

@@ -1,0 +1,191 @@
+//! Reading the stored state back at start-up: one pass per table, not per session.
+
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::codec::{decode_messages, parse_time};
+use super::err;
+use crate::gepa::store::{CandidateRecord, RewardRecord, RolloutRecord, SessionRecord, StoreError};
+use crate::gepa::{GepaSettings, Reward, Status};
+
+pub(super) fn read_reward(
+    conn: &Connection,
+    session_id: &str,
+    rollout_id: &str,
+) -> rusqlite::Result<Option<Reward>> {
+    conn.query_row(
+        "SELECT outcome, seed, feedback FROM rewards WHERE session_id = ?1 AND rollout_id = ?2",
+        [session_id, rollout_id],
+        |r| reward_at(r, 0),
+    )
+    .optional()
+}
+
+/// A reward from the columns `outcome, seed, feedback`, starting at column `first`.
+pub(super) fn reward_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Reward> {
+    Ok(Reward {
+        outcome: r.get(first)?,
+        seed: r
+            .get::<_, Option<String>>(first + 1)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        feedback: r.get(first + 2)?,
+    })
+}
+
+pub(super) fn read_sessions(conn: &Connection, p: &Path) -> Result<Vec<SessionRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, seq, job_id, status, created_at, updated_at, settings, metadata \
+             FROM sessions ORDER BY seq",
+        )
+        .map_err(|e| err(p, "reading sessions", e))?;
+    let mut rows = stmt.query([]).map_err(|e| err(p, "reading sessions", e))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading a session", e))? {
+        let field = |e| err(p, "reading a session", e);
+        let status: String = r.get(3).map_err(field)?;
+        let settings: String = r.get(6).map_err(field)?;
+        out.push(SessionRecord {
+            id: r.get(0).map_err(field)?,
+            seq: u64::try_from(r.get::<_, i64>(1).map_err(field)?).unwrap_or_default(),
+            job_id: r.get(2).map_err(field)?,
+            status: Status::parse(&status).ok_or_else(|| err(p, "decoding a status", &status))?,
+            created_at: parse_time(&r.get::<_, String>(4).map_err(field)?),
+            updated_at: parse_time(&r.get::<_, String>(5).map_err(field)?),
+            settings: serde_json::from_str::<GepaSettings>(&settings)
+                .map_err(|e| err(p, "decoding session settings", e))?,
+            metadata: r
+                .get::<_, Option<String>>(7)
+                .map_err(field)?
+                .and_then(|m| serde_json::from_str(&m).ok()),
+            candidates: vec![],
+            rollouts: vec![],
+            rewards: vec![],
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn read_candidates(
+    conn: &Connection,
+    p: &Path,
+    index: &HashMap<String, usize>,
+    issued: &[HashMap<String, u64>],
+    sessions: &mut [SessionRecord],
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT session_id, id, instruction, parent_ids, archived, created_at \
+             FROM candidates ORDER BY session_id, ord",
+        )
+        .map_err(|e| err(p, "reading candidates", e))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| err(p, "reading candidates", e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading candidates", e))? {
+        let field = |e| err(p, "reading a candidate", e);
+        let sid: String = r.get(0).map_err(field)?;
+        let Some(&i) = index.get(&sid) else { continue };
+        let id: String = r.get(1).map_err(field)?;
+        sessions[i].candidates.push(CandidateRecord {
+            issued: issued[i].get(&id).copied().unwrap_or(0),
+            id: id.into(),
+            instruction: r.get::<_, String>(2).map_err(field)?.into(),
+            parent_ids: serde_json::from_str(&r.get::<_, String>(3).map_err(field)?)
+                .unwrap_or_default(),
+            archived: r.get::<_, i64>(4).map_err(field)? != 0,
+            created_at: parse_time(&r.get::<_, String>(5).map_err(field)?),
+        });
+    }
+    Ok(())
+}
+
+/// The newest `keep` rollouts of each session, in the order their records were last
+/// written (a rollout written again by a later call of its conversation moves to the end:
+/// the order of last activity), and how many rollouts
+/// each candidate served (per session, by candidate id): one backward scan of the table
+/// in insertion order (no sort, no index).
+pub(super) fn read_rollouts(
+    conn: &Connection,
+    p: &Path,
+    index: &HashMap<String, usize>,
+    keep: usize,
+    sessions: &mut [SessionRecord],
+) -> Result<Vec<HashMap<String, u64>>, StoreError> {
+    let mut issued: Vec<HashMap<String, u64>> = vec![HashMap::new(); sessions.len()];
+    let session_ids: Vec<Arc<str>> = sessions.iter().map(|s| s.id.as_str().into()).collect();
+    let mut stmt = conn
+        .prepare(
+            "SELECT session_id, id, candidate_id, correlation_id, created_at, calls_ok, \
+             calls_failed, input, output FROM rollouts NOT INDEXED ORDER BY rowid DESC",
+        )
+        .map_err(|e| err(p, "reading rollouts", e))?;
+    let mut rows = stmt.query([]).map_err(|e| err(p, "reading rollouts", e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading rollouts", e))? {
+        let field = |e| err(p, "reading a rollout", e);
+        // Borrowed: most rows of a long history are skipped, so do not allocate for them.
+        let sid = r
+            .get_ref(0)
+            .map_err(field)?
+            .as_str()
+            .map_err(|e| err(p, "reading a rollout", e))?;
+        let Some(&i) = index.get(sid) else { continue };
+        let candidate = r
+            .get_ref(2)
+            .map_err(field)?
+            .as_str()
+            .map_err(|e| err(p, "reading a rollout", e))?;
+        match issued[i].get_mut(candidate) {
+            Some(n) => *n += 1,
+            None => {
+                issued[i].insert(candidate.to_string(), 1);
+            }
+        }
+        if sessions[i].rollouts.len() >= keep {
+            continue;
+        }
+        sessions[i].rollouts.push(RolloutRecord {
+            session_id: session_ids[i].clone(),
+            id: r.get::<_, String>(1).map_err(field)?.into(),
+            candidate_id: r.get::<_, String>(2).map_err(field)?.into(),
+            correlation_id: r.get(3).map_err(field)?,
+            created_at: parse_time(&r.get::<_, String>(4).map_err(field)?),
+            calls_ok: r.get(5).map_err(field)?,
+            calls_failed: r.get(6).map_err(field)?,
+            input: decode_messages(&r.get::<_, String>(7).map_err(field)?).into(),
+            output: r.get(8).map_err(field)?,
+        });
+    }
+    for s in sessions.iter_mut() {
+        s.rollouts.reverse();
+    }
+    Ok(issued)
+}
+
+pub(super) fn read_rewards(
+    conn: &Connection,
+    p: &Path,
+    index: &HashMap<String, usize>,
+    sessions: &mut [SessionRecord],
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT session_id, rollout_id, candidate_id, outcome, seed, feedback FROM rewards \
+             ORDER BY rowid",
+        )
+        .map_err(|e| err(p, "reading rewards", e))?;
+    let mut rows = stmt.query([]).map_err(|e| err(p, "reading rewards", e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, "reading rewards", e))? {
+        let field = |e| err(p, "reading a reward", e);
+        let sid: String = r.get(0).map_err(field)?;
+        let Some(&i) = index.get(&sid) else { continue };
+        sessions[i].rewards.push(RewardRecord {
+            rollout_id: r.get(1).map_err(field)?,
+            candidate_id: r.get(2).map_err(field)?,
+            reward: reward_at(r, 3).map_err(field)?,
+        });
+    }
+    Ok(())
+}
