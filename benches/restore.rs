@@ -55,7 +55,7 @@ fn main() {
     let n = state.sessions.restore(restored);
     let total = t.elapsed();
     let session = state.sessions.get(SESSION).expect("the session");
-    let detail = session.detail_json(&gepa_gateway::routes::PublicUrls::new("http://x"));
+    let summary = session.summary();
     println!(
         "restored {n} session(s): open {:.0} ms, read {:.0} ms, rebuild {:.0} ms, total {:.0} ms \
          (rollout_count {}, reward_count {})",
@@ -63,8 +63,8 @@ fn main() {
         (read - opened).as_secs_f64() * 1000.0,
         (total - read).as_secs_f64() * 1000.0,
         total.as_secs_f64() * 1000.0,
-        detail["rollout_count"],
-        detail["reward_count"],
+        summary.rollout_count,
+        summary.reward_count,
     );
 }
 

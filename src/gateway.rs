@@ -314,7 +314,7 @@ async fn serve_admin(
         ctx.session_id = Some((*id).into());
     }
     match gw.admin.handle(route, query, &body).await {
-        Ok(v) => ok_json(session, v).await,
+        Ok(body) => respond::json(session, 200, body, &[]).await,
         Err(e) => fail(session, ctx, e).await,
     }
 }

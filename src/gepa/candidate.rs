@@ -5,13 +5,11 @@
 //! as well, so the two locks are never contended against each other.
 
 use parking_lot::Mutex;
-use serde_json::{json, Value};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::allocation::{confidence_bounds, ArmStats};
 use super::store::CandidateRecord;
-use crate::format::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CandidateStatus {
@@ -131,25 +129,5 @@ impl Candidate {
     /// Lower and upper confidence bounds of the mean reward (None below two rewards).
     pub fn bounds(&self, z: f64) -> Option<(f64, f64)> {
         confidence_bounds(&self.stats(), z)
-    }
-
-    pub(super) fn to_json(&self) -> Value {
-        let stats = self.stats();
-        let avg = (stats.rewards > 0).then(|| stats.reward_sum / stats.rewards as f64);
-        json!({
-            "candidate_id": self.id,
-            "instruction": &*self.instruction,
-            "is_baseline": self.is_baseline(),
-            "parent_id": self.parent_ids.first(),
-            "parent_ids": self.parent_ids,
-            "status": match self.status() {
-                CandidateStatus::Active => "active",
-                CandidateStatus::Archived => "archived",
-            },
-            "rollout_count": stats.issued,
-            "reward_count": stats.rewards,
-            "avg_reward": avg,
-            "created_at": rfc3339(self.created_at),
-        })
     }
 }

@@ -37,7 +37,10 @@ pub use error::GepaError;
 pub use optimizer::{OptimizerConfig, ProposalJob, ProposalKind, ProposerStatus};
 pub use registry::{SessionPage, Sessions};
 pub use reward::{Reward, RewardReply, RewardRequest};
-pub use session::{CallOutcome, CallTicket, CandidateMetrics, Rollout, Session, SessionMetrics};
+pub use session::{
+    CallOutcome, CallTicket, CandidateMetrics, Rollout, Session, SessionDetail, SessionMetrics,
+    SessionSummary,
+};
 pub use settings::{GepaSettings, NewSession};
 pub use status::{Status, Transition};
 pub use store::StateStore;

@@ -24,7 +24,6 @@
 //!   rewards, the highest lower bound (mean − 1 standard error); `best_score` is its mean.
 
 use rand::Rng;
-use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 use super::candidate::Candidate;
 use super::pareto::{pareto_front, sample_parent, FrontMember, ScoreTable};
 use super::reflection::{choose_minibatch, merge_prompt, reflection_prompt, ReflectionExample};
+use super::status::Status;
 use crate::rewrite::CapturedMessage;
 
 /// A session's candidate needs this many rewards before it can be named the best.
@@ -103,23 +103,59 @@ impl ProposerStatus {
         self.retry_at = Some(now + backoff(self.consecutive_failures));
     }
 
-    /// `{state, reason, proposals, failures, last_error}` for GET session.
-    pub(super) fn to_json(&self, session_state: &str, disabled: Option<&str>) -> Value {
-        let state = match (session_state, disabled) {
-            ("completed" | "cancelled", _) => "finished",
-            (_, Some(_)) => "disabled",
-            _ if self.in_flight => "proposing",
-            ("paused", _) => "paused",
-            _ => "idle",
+    /// What GET session shows of the proposer, given the session's status.
+    pub(super) fn snapshot(&self, session: Status, disabled: Option<&str>) -> ProposerSnapshot {
+        let state = match (session, disabled) {
+            (Status::Completed | Status::Cancelled, _) => ProposerState::Finished,
+            (_, Some(_)) => ProposerState::Disabled,
+            _ if self.in_flight => ProposerState::Proposing,
+            (Status::Paused, _) => ProposerState::Paused,
+            _ => ProposerState::Idle,
         };
-        json!({
-            "state": state,
-            "reason": if state == "disabled" { disabled } else { None },
-            "proposals": self.proposals,
-            "failures": self.failures,
-            "last_error": self.last_error,
-        })
+        ProposerSnapshot {
+            state,
+            reason: (state == ProposerState::Disabled)
+                .then(|| disabled.map(str::to_string))
+                .flatten(),
+            proposals: self.proposals,
+            failures: self.failures,
+            last_error: self.last_error.clone(),
+        }
     }
+}
+
+/// What the proposer is doing for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposerState {
+    Idle,
+    Proposing,
+    Paused,
+    /// No proposer key: traffic and rewards work, nothing is proposed.
+    Disabled,
+    Finished,
+}
+
+impl ProposerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposerState::Idle => "idle",
+            ProposerState::Proposing => "proposing",
+            ProposerState::Paused => "paused",
+            ProposerState::Disabled => "disabled",
+            ProposerState::Finished => "finished",
+        }
+    }
+}
+
+/// The proposer's progress for one session, as GET session shows it.
+#[derive(Debug, Clone)]
+pub struct ProposerSnapshot {
+    pub state: ProposerState,
+    /// Why it is disabled, when it is.
+    pub reason: Option<String>,
+    pub proposals: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 /// Exponential back-off after consecutive failures: 2 s, 4 s, … up to 5 minutes.
@@ -747,15 +783,16 @@ mod tests {
     }
 
     #[test]
-    fn proposer_state_json() {
+    fn proposer_state() {
         let s = ProposerStatus::default();
-        assert_eq!(s.to_json("started", None)["state"], "idle");
-        assert_eq!(s.to_json("paused", None)["state"], "paused");
-        assert_eq!(s.to_json("completed", None)["state"], "finished");
-        let d = s.to_json("started", Some("no key"));
+        let state = |status, disabled| s.snapshot(status, disabled).state.as_str();
+        assert_eq!(state(Status::Started, None), "idle");
+        assert_eq!(state(Status::Paused, None), "paused");
+        assert_eq!(state(Status::Completed, None), "finished");
+        let d = s.snapshot(Status::Started, Some("no key"));
         assert_eq!(
-            (d["state"].as_str(), d["reason"].as_str()),
-            (Some("disabled"), Some("no key"))
+            (d.state.as_str(), d.reason.as_deref()),
+            ("disabled", Some("no key"))
         );
     }
 }

@@ -1,6 +1,6 @@
 //! A reward as the application reports it, and the answer it gets.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::status::Status;
 
@@ -31,17 +31,4 @@ pub struct RewardReply {
     pub reward_count: u64,
     pub status: Status,
     pub duplicate: bool,
-}
-
-impl RewardReply {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "session_id": self.session_id,
-            "rollout_id": self.rollout_id,
-            "candidate_id": self.candidate_id,
-            "reward_count": self.reward_count,
-            "status": self.status.as_str(),
-            "duplicate": self.duplicate,
-        })
-    }
 }

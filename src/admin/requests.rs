@@ -1,148 +1,17 @@
-//! The session API: request bodies validated into typed requests, and thin handlers that
-//! call into [`crate::gepa`]. Nothing here touches the network; the HTTP layer passes
-//! a route, a query string and a body, and gets JSON or an [`ApiError`] back.
+//! The session API's request bodies, validated into the domain's requests. Every error
+//! names the field at fault (`param`, and the message) and never echoes a secret.
 
-use serde_json::{json, Map, Value};
-use std::sync::Arc;
+use serde_json::{Map, Value};
 
+use super::views::Warning;
 use crate::config::GepaDefaults;
 use crate::errors::ApiError;
-use crate::gepa::{GepaSettings, NewSession, Reward, RewardRequest, Session, Sessions, Transition};
-use crate::routes::{is_valid_correlation_id, PublicUrls, Route};
+use crate::gepa::{GepaSettings, NewSession, Reward, RewardRequest};
 
 /// Largest accepted `metadata` object, serialized.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Largest accepted `reward_info.feedback`.
 pub const MAX_FEEDBACK_BYTES: usize = 64 * 1024;
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
-
-/// Serves the admin routes of [`Route`].
-pub struct AdminApi {
-    pub sessions: Arc<Sessions>,
-    pub urls: PublicUrls,
-    pub defaults: GepaDefaults,
-    pub default_proposer_model: String,
-}
-
-impl AdminApi {
-    /// Handles one admin route. `Ok` is always a 200 with the JSON body.
-    pub async fn handle(
-        &self,
-        route: &Route<'_>,
-        query: &str,
-        body: &[u8],
-    ) -> Result<Value, ApiError> {
-        match route {
-            Route::CreateSession => self.create(body),
-            Route::ListSessions => self.list(query),
-            Route::GetSession(id) => Ok(self.session(id)?.detail_json(&self.urls)),
-            Route::Pause(id) => self.transition(id, Transition::Pause),
-            Route::Resume(id) => self.transition(id, Transition::Resume),
-            Route::Cancel(id) => self.transition(id, Transition::Cancel),
-            Route::Reward(id) => {
-                let session = self.session(id)?;
-                let req = parse_reward(body)?;
-                Ok(session.reward(req).await?.to_json())
-            }
-            Route::PromptUrls(id) => self.prompt_urls(id, query),
-            _ => Err(ApiError::route_not_found()),
-        }
-    }
-
-    fn session(&self, id: &str) -> Result<Arc<Session>, ApiError> {
-        self.sessions
-            .get(id)
-            .ok_or_else(|| ApiError::unknown_session(id))
-    }
-
-    fn create(&self, body: &[u8]) -> Result<Value, ApiError> {
-        let (new, mut warnings) = parse_create(body, &self.defaults, &self.default_proposer_model)?;
-        if let Some(reason) = &self.sessions.env().optimizer.disabled_reason {
-            warnings.push(warning(
-                "proposer_disabled",
-                format!("the reflective proposer is disabled ({reason}); traffic and rewards work"),
-            ));
-        }
-        let session = self.sessions.create(new)?;
-        let mut v = session.summary_json(&self.urls);
-        v["warnings"] = Value::Array(warnings);
-        Ok(v)
-    }
-
-    fn list(&self, query: &str) -> Result<Value, ApiError> {
-        let mut limit = DEFAULT_PAGE;
-        let mut cursor = None;
-        for (k, v) in query_pairs(query) {
-            match k {
-                "limit" => {
-                    limit = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_PAGE).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_parameter",
-                                "limit",
-                                format!("`limit` must be an integer from 1 to {MAX_PAGE}"),
-                            )
-                        })?
-                }
-                "cursor" => {
-                    cursor = Some(v.parse::<u64>().map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_parameter",
-                            "cursor",
-                            "`cursor` must be a value returned as `next_cursor`",
-                        )
-                    })?)
-                }
-                _ => {}
-            }
-        }
-        let page = self.sessions.list(limit, cursor);
-        Ok(json!({
-            "items": page.items.iter().map(|s| s.summary_json(&self.urls)).collect::<Vec<_>>(),
-            "next_cursor": page.next_cursor,
-        }))
-    }
-
-    fn transition(&self, id: &str, t: Transition) -> Result<Value, ApiError> {
-        let session = self.session(id)?;
-        session.transition(t)?;
-        Ok(session.summary_json(&self.urls))
-    }
-
-    fn prompt_urls(&self, id: &str, query: &str) -> Result<Value, ApiError> {
-        let session = self.session(id)?;
-        let corr = query_pairs(query)
-            .find(|(k, _)| *k == "correlation_id")
-            .map(|(_, v)| v);
-        if let Some(c) = corr {
-            if !is_valid_correlation_id(c) {
-                return Err(ApiError::bad_request(
-                    "invalid_correlation_id",
-                    "correlation_id",
-                    "`correlation_id` must be 1 to 128 characters of [A-Za-z0-9._:-] and not `v1`",
-                ));
-            }
-        }
-        Ok(json!({
-            "session_id": &*session.id,
-            "correlation_id": corr,
-            "proxy_url": self.urls.proxy_url(&session.id, corr),
-            "chat_completions_url": self.urls.chat_completions_url(&session.id, corr),
-        }))
-    }
-}
-
-/// `a=1&b=2` pairs, undecoded (every value we accept is plain ASCII).
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-}
 
 fn parse_json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
@@ -185,8 +54,8 @@ fn object_at<'a>(
     }
 }
 
-fn warning(code: &str, message: String) -> Value {
-    json!({"code": code, "message": message})
+pub(super) fn warning(code: &'static str, message: String) -> Warning {
+    Warning { code, message }
 }
 
 const GEPA: &str = "config_body.prompt_learning.gepa";
@@ -196,7 +65,7 @@ pub fn parse_create(
     body: &[u8],
     defaults: &GepaDefaults,
     default_model: &str,
-) -> Result<(NewSession, Vec<Value>), ApiError> {
+) -> Result<(NewSession, Vec<Warning>), ApiError> {
     let top = parse_json_object(body)?;
     let config = object_at(&top, "config_body", "config_body")?;
     let pl = object_at(config, "prompt_learning", "config_body.prompt_learning")?;
@@ -270,7 +139,7 @@ fn parse_gepa_settings(
     gepa: &Map<String, Value>,
     d: &GepaDefaults,
     default_model: &str,
-    warnings: &mut Vec<Value>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<GepaSettings, ApiError> {
     const KNOWN: [&str; 6] = [
         "mode",
@@ -333,7 +202,7 @@ fn parse_gepa_settings(
 /// The single system message's `pattern` is the baseline; other messages are warned about.
 fn parse_initial_prompt(
     pl: &Map<String, Value>,
-    warnings: &mut Vec<Value>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<String, ApiError> {
     const MSGS: &str = "config_body.prompt_learning.initial_prompt.messages";
     let ip = object_at(
@@ -507,6 +376,7 @@ fn parse_reward_info(info: &Map<String, Value>, outcome: &Value) -> Result<Rewar
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn defaults() -> GepaDefaults {
         GepaDefaults {
@@ -519,7 +389,7 @@ mod tests {
         }
     }
 
-    fn create(body: Value) -> Result<(NewSession, Vec<Value>), ApiError> {
+    fn create(body: Value) -> Result<(NewSession, Vec<Warning>), ApiError> {
         parse_create(body.to_string().as_bytes(), &defaults(), "gpt-4.1-mini")
     }
 
@@ -592,7 +462,7 @@ mod tests {
         assert_eq!(create_raw(b"{not json").unwrap_err().code(), "invalid_json");
     }
 
-    fn create_raw(b: &[u8]) -> Result<(NewSession, Vec<Value>), ApiError> {
+    fn create_raw(b: &[u8]) -> Result<(NewSession, Vec<Warning>), ApiError> {
         parse_create(b, &defaults(), "m")
     }
 
@@ -605,7 +475,7 @@ mod tests {
             .push(json!({"role": "user", "pattern": "{text}"}));
         b["config_body"]["prompt_learning"]["gepa"]["online_foo"] = json!(1);
         let (_, w) = create(b).unwrap();
-        let codes: Vec<&str> = w.iter().filter_map(|w| w["code"].as_str()).collect();
+        let codes: Vec<&str> = w.iter().map(|w| w.code).collect();
         assert!(codes.contains(&"ignored_message"));
         assert!(codes.contains(&"unknown_setting"));
     }

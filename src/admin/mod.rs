@@ -1,0 +1,170 @@
+//! The session API: thin handlers that call into [`crate::gepa`]. Nothing here touches the
+//! network; the HTTP layer passes a route, a query string and a body, and gets a JSON body
+//! or an [`ApiError`] back.
+//!
+//! - [`requests`]: request bodies validated into the domain's requests;
+//! - [`views`]: response bodies built from the domain's snapshots.
+
+pub mod requests;
+pub mod views;
+
+use bytes::Bytes;
+use serde::Serialize;
+use std::sync::Arc;
+
+use crate::config::GepaDefaults;
+use crate::errors::ApiError;
+use crate::gepa::{Session, Sessions, Transition};
+use crate::routes::{is_valid_correlation_id, PublicUrls, Route};
+use requests::{parse_create, parse_reward, warning};
+use views::{
+    CreatedView, PromptUrlsView, RewardView, SessionDetailView, SessionPageView, SessionView,
+};
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// Serves the admin routes of [`Route`].
+pub struct AdminApi {
+    pub sessions: Arc<Sessions>,
+    pub urls: PublicUrls,
+    pub defaults: GepaDefaults,
+    pub default_proposer_model: String,
+}
+
+impl AdminApi {
+    /// Handles one admin route. `Ok` is always a 200 with this JSON body.
+    pub async fn handle(
+        &self,
+        route: &Route<'_>,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Bytes, ApiError> {
+        match route {
+            Route::CreateSession => self.create(body),
+            Route::ListSessions => self.list(query),
+            Route::GetSession(id) => {
+                let detail = self.session(id)?.detail();
+                to_json(&SessionDetailView::new(&detail, &self.urls))
+            }
+            Route::Pause(id) => self.transition(id, Transition::Pause),
+            Route::Resume(id) => self.transition(id, Transition::Resume),
+            Route::Cancel(id) => self.transition(id, Transition::Cancel),
+            Route::Reward(id) => {
+                let session = self.session(id)?;
+                let req = parse_reward(body)?;
+                to_json(&RewardView::new(&session.reward(req).await?))
+            }
+            Route::PromptUrls(id) => self.prompt_urls(id, query),
+            _ => Err(ApiError::route_not_found()),
+        }
+    }
+
+    fn session(&self, id: &str) -> Result<Arc<Session>, ApiError> {
+        self.sessions
+            .get(id)
+            .ok_or_else(|| ApiError::unknown_session(id))
+    }
+
+    fn create(&self, body: &[u8]) -> Result<Bytes, ApiError> {
+        let (new, mut warnings) = parse_create(body, &self.defaults, &self.default_proposer_model)?;
+        if let Some(reason) = &self.sessions.env().optimizer.disabled_reason {
+            warnings.push(warning(
+                "proposer_disabled",
+                format!("the reflective proposer is disabled ({reason}); traffic and rewards work"),
+            ));
+        }
+        let summary = self.sessions.create(new)?.summary();
+        to_json(&CreatedView {
+            session: SessionView::new(&summary, &self.urls),
+            warnings,
+        })
+    }
+
+    fn list(&self, query: &str) -> Result<Bytes, ApiError> {
+        let mut limit = DEFAULT_PAGE;
+        let mut cursor = None;
+        for (k, v) in query_pairs(query) {
+            match k {
+                "limit" => {
+                    limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_parameter",
+                                "limit",
+                                format!("`limit` must be an integer from 1 to {MAX_PAGE}"),
+                            )
+                        })?
+                }
+                "cursor" => {
+                    cursor = Some(v.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(
+                            "invalid_parameter",
+                            "cursor",
+                            "`cursor` must be a value returned as `next_cursor`",
+                        )
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        let page = self.sessions.list(limit, cursor);
+        let summaries: Vec<_> = page.items.iter().map(|s| s.summary()).collect();
+        to_json(&SessionPageView {
+            items: summaries
+                .iter()
+                .map(|s| SessionView::new(s, &self.urls))
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    fn transition(&self, id: &str, t: Transition) -> Result<Bytes, ApiError> {
+        let session = self.session(id)?;
+        session.transition(t)?;
+        to_json(&SessionView::new(&session.summary(), &self.urls))
+    }
+
+    fn prompt_urls(&self, id: &str, query: &str) -> Result<Bytes, ApiError> {
+        let session = self.session(id)?;
+        let corr = query_pairs(query)
+            .find(|(k, _)| *k == "correlation_id")
+            .map(|(_, v)| v);
+        if let Some(c) = corr {
+            if !is_valid_correlation_id(c) {
+                return Err(ApiError::bad_request(
+                    "invalid_correlation_id",
+                    "correlation_id",
+                    "`correlation_id` must be 1 to 128 characters of [A-Za-z0-9._:-] and not `v1`",
+                ));
+            }
+        }
+        to_json(&PromptUrlsView {
+            session_id: &session.id,
+            correlation_id: corr,
+            proxy_url: self.urls.proxy_url(&session.id, corr),
+            chat_completions_url: self.urls.chat_completions_url(&session.id, corr),
+        })
+    }
+}
+
+/// `a=1&b=2` pairs, undecoded (every value we accept is plain ASCII).
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// A response body as JSON. Serializing these views cannot fail (string keys, no maps
+/// with other keys); the error arm answers a 500 rather than trusting that.
+fn to_json(view: &impl Serialize) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(view)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal {
+            message: format!("encoding the response: {e}"),
+        })
+}
