@@ -18,7 +18,7 @@ use prometheus::{
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::gepa::Sessions;
+use crate::gepa::{SessionMetrics, Sessions};
 use crate::store::StoreProbe;
 
 /// Series of a completed or cancelled session are dropped this long after it finished.
@@ -199,111 +199,142 @@ impl Metrics {
 
     /// Per-session series, read from the sessions' statistics at scrape time.
     fn session_families(&self) -> prometheus::Result<Vec<prometheus::proto::MetricFamily>> {
+        let families = SessionFamilies::new()?;
+        for s in self.sessions.all() {
+            families.add(&s.id, &s.metrics_snapshot());
+        }
+        Ok(families.collect())
+    }
+}
+
+/// The per-session metric families of one scrape, built afresh each time (sessions come
+/// and go; a registry would keep the series of removed ones).
+struct SessionFamilies {
+    rollouts: IntCounterVec,
+    rewards: IntCounterVec,
+    reward_sum: GaugeVec,
+    mean: GaugeVec,
+    candidates: IntGaugeVec,
+    proposals: IntCounterVec,
+    failures: IntCounterVec,
+    sessions: IntGaugeVec,
+}
+
+impl SessionFamilies {
+    fn new() -> prometheus::Result<Self> {
         let sc = ["session", "candidate"];
-        let rollouts = IntCounterVec::new(
-            Opts::new(
-                "gepa_rollouts_total",
-                "Rollouts served, per session and candidate.",
-            ),
-            &sc,
-        )?;
-        let rewards = IntCounterVec::new(
-            Opts::new(
-                "gepa_rewards_total",
-                "Rewards counted, per session and candidate.",
-            ),
-            &sc,
-        )?;
-        let reward_sum = GaugeVec::new(
-            Opts::new(
-                "gepa_reward_accumulated",
-                "Sum of counted rewards, per session and candidate.",
-            ),
-            &sc,
-        )?;
-        let mean = GaugeVec::new(
-            Opts::new(
-                "gepa_candidate_mean_reward",
-                "Mean reward of each rewarded candidate.",
-            ),
-            &sc,
-        )?;
-        let candidates = IntGaugeVec::new(
-            Opts::new("gepa_candidates", "Candidates per session by status."),
-            &["session", "status"],
-        )?;
-        let proposals = IntCounterVec::new(
-            Opts::new("gepa_proposals_total", "Proposals per session by result."),
-            &["session", "result"],
-        )?;
-        let failures = IntCounterVec::new(
-            Opts::new(
-                "gepa_proposer_failures_total",
-                "Failed proposer attempts per session.",
-            ),
-            &["session"],
-        )?;
+        let opts = Opts::new;
         let sessions = IntGaugeVec::new(
-            Opts::new("gepa_sessions", "Sessions held, by status."),
+            opts("gepa_sessions", "Sessions held, by status."),
             &["status"],
         )?;
         for status in ["started", "paused", "completed", "cancelled"] {
             sessions.with_label_values(&[status]).set(0);
         }
-        for s in self.sessions.all() {
-            let snap = s.metrics_snapshot();
-            sessions.with_label_values(&[snap.status]).inc();
-            if snap.finished_for.is_some_and(|d| d > FINISHED_SERIES_TTL) {
-                continue;
-            }
-            let id = &*s.id;
-            let (mut active, mut archived) = (0, 0);
-            for c in &snap.candidates {
-                let l = [id, &*c.id];
-                rollouts.with_label_values(&l).inc_by(c.stats.issued);
-                rewards.with_label_values(&l).inc_by(c.stats.rewards);
-                reward_sum.with_label_values(&l).set(c.stats.reward_sum);
-                if c.stats.rewards > 0 {
-                    mean.with_label_values(&l)
-                        .set(c.stats.reward_sum / c.stats.rewards as f64);
-                }
-                if c.active {
-                    active += 1;
-                } else {
-                    archived += 1;
-                }
-            }
-            candidates.with_label_values(&[id, "active"]).set(active);
-            candidates
-                .with_label_values(&[id, "archived"])
-                .set(archived);
-            proposals
-                .with_label_values(&[id, "accepted"])
-                .inc_by(snap.proposals);
-            proposals
-                .with_label_values(&[id, "failed"])
-                .inc_by(snap.failures);
-            failures.with_label_values(&[id]).inc_by(snap.failures);
+        Ok(SessionFamilies {
+            rollouts: IntCounterVec::new(
+                opts(
+                    "gepa_rollouts_total",
+                    "Rollouts served, per session and candidate.",
+                ),
+                &sc,
+            )?,
+            rewards: IntCounterVec::new(
+                opts(
+                    "gepa_rewards_total",
+                    "Rewards counted, per session and candidate.",
+                ),
+                &sc,
+            )?,
+            reward_sum: GaugeVec::new(
+                opts(
+                    "gepa_reward_accumulated",
+                    "Sum of counted rewards, per session and candidate.",
+                ),
+                &sc,
+            )?,
+            mean: GaugeVec::new(
+                opts(
+                    "gepa_candidate_mean_reward",
+                    "Mean reward of each rewarded candidate.",
+                ),
+                &sc,
+            )?,
+            candidates: IntGaugeVec::new(
+                opts("gepa_candidates", "Candidates per session by status."),
+                &["session", "status"],
+            )?,
+            proposals: IntCounterVec::new(
+                opts("gepa_proposals_total", "Proposals per session by result."),
+                &["session", "result"],
+            )?,
+            failures: IntCounterVec::new(
+                opts(
+                    "gepa_proposer_failures_total",
+                    "Failed proposer attempts per session.",
+                ),
+                &["session"],
+            )?,
+            sessions,
+        })
+    }
+
+    /// Counts one session; a finished one's own series stop after [`FINISHED_SERIES_TTL`].
+    fn add(&self, id: &str, snap: &SessionMetrics) {
+        self.sessions.with_label_values(&[snap.status]).inc();
+        if snap.finished_for.is_some_and(|d| d > FINISHED_SERIES_TTL) {
+            return;
         }
-        let mut out = Vec::new();
+        let (mut active, mut archived) = (0, 0);
+        for c in &snap.candidates {
+            let l = [id, &*c.id];
+            self.rollouts.with_label_values(&l).inc_by(c.stats.issued);
+            self.rewards.with_label_values(&l).inc_by(c.stats.rewards);
+            self.reward_sum
+                .with_label_values(&l)
+                .set(c.stats.reward_sum);
+            if c.stats.rewards > 0 {
+                self.mean
+                    .with_label_values(&l)
+                    .set(c.stats.reward_sum / c.stats.rewards as f64);
+            }
+            if c.active {
+                active += 1;
+            } else {
+                archived += 1;
+            }
+        }
+        let by_status = &self.candidates;
+        by_status.with_label_values(&[id, "active"]).set(active);
+        by_status.with_label_values(&[id, "archived"]).set(archived);
+        let proposals = &self.proposals;
+        proposals
+            .with_label_values(&[id, "accepted"])
+            .inc_by(snap.proposals);
+        proposals
+            .with_label_values(&[id, "failed"])
+            .inc_by(snap.failures);
+        self.failures.with_label_values(&[id]).inc_by(snap.failures);
+    }
+
+    /// The families that have series (a family without any is left out of the exposition).
+    fn collect(self) -> Vec<prometheus::proto::MetricFamily> {
         use prometheus::core::Collector;
-        for c in [
-            &rollouts as &dyn Collector,
-            &rewards,
-            &reward_sum,
-            &mean,
-            &candidates,
-            &proposals,
-            &failures,
-            &sessions,
-        ] {
-            out.extend(
-                c.collect()
-                    .into_iter()
-                    .filter(|f| !f.get_metric().is_empty()),
-            );
-        }
-        Ok(out)
+        let collectors: [&dyn Collector; 8] = [
+            &self.rollouts,
+            &self.rewards,
+            &self.reward_sum,
+            &self.mean,
+            &self.candidates,
+            &self.proposals,
+            &self.failures,
+            &self.sessions,
+        ];
+        collectors
+            .into_iter()
+            .flat_map(|c| c.collect())
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
     }
 }
 

@@ -187,11 +187,9 @@ async fn exchange(
     let (mut upstream, peer) = match connected {
         Ok(pair) => pair,
         Err(api) => {
-            ctx.error_code = Some(api.code());
             ctx.upstream_ms = Some(started.elapsed());
-            recorder.record(false, None);
-            let res = respond::error(session, &api, &gepa_headers(gepa, ticket)).await;
-            return ExchangeEnd::failed(res.err());
+            return fail_before_header(session, ctx, recorder, &gepa_headers(gepa, ticket), api)
+                .await;
         }
     };
     ctx.upstream_ttfb = Some(started.elapsed());
@@ -200,10 +198,7 @@ async fn exchange(
             code: "upstream_error",
             message: "the upstream sent no response header".into(),
         };
-        ctx.error_code = Some(api.code());
-        recorder.record(false, None);
-        let res = respond::error(session, &api, &gepa_headers(gepa, ticket)).await;
-        return ExchangeEnd::failed(res.err());
+        return fail_before_header(session, ctx, recorder, &gepa_headers(gepa, ticket), api).await;
     };
     let status = upstream_header.status.as_u16();
     ctx.upstream_status = Some(status);
@@ -239,6 +234,21 @@ async fn exchange(
     ExchangeEnd {
         client_error: finished.err(),
     }
+}
+
+/// Ends a call that failed before any of the response reached the client: the failure
+/// is booked on the rollout, and the client gets the error with the x-gepa headers.
+async fn fail_before_header(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    recorder: &mut Recorder<'_>,
+    gepa_headers: &[(&'static str, String)],
+    api: ApiError,
+) -> ExchangeEnd {
+    ctx.error_code = Some(api.code());
+    recorder.record(false, None);
+    let res = respond::error(session, &api, gepa_headers).await;
+    ExchangeEnd::failed(res.err())
 }
 
 fn header_str<'a>(h: &'a ResponseHeader, name: &str) -> &'a str {

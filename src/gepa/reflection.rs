@@ -349,58 +349,7 @@ fn render_reflection(
     }
 
     for (n, example) in examples.iter().enumerate() {
-        out.push_str(&format!("## Example {}\n\n### Inputs\n\n", n + 1));
-        if example.inputs.is_empty() {
-            out.push_str("(no inputs captured)");
-        } else {
-            let originals: Vec<&str> = example
-                .inputs
-                .iter()
-                .flat_map(|m| [m.role.as_str(), m.content.as_str()])
-                .collect();
-            let fence = fence_for(&originals);
-            out.push_str(&fence);
-            out.push('\n');
-            for (i, message) in example.inputs.iter().enumerate() {
-                if i > 0 {
-                    out.push_str("\n\n");
-                }
-                out.push('[');
-                out.push_str(&message.role);
-                out.push_str("]\n");
-                out.push_str(next.next().unwrap_or(""));
-            }
-            out.push('\n');
-            out.push_str(&fence);
-        }
-
-        out.push_str("\n\n### Assistant's response\n\n");
-        match &example.output {
-            Some(output) => {
-                let fence = fence_for(&[output.as_str()]);
-                out.push_str(&fence);
-                out.push('\n');
-                out.push_str(next.next().unwrap_or(""));
-                out.push('\n');
-                out.push_str(&fence);
-            }
-            None => out.push_str("(not captured)"),
-        }
-
-        out.push_str("\n\n### Reward and feedback\n\n");
-        let reward = example.reward;
-        match feedback_of(example) {
-            Some(_) => {
-                out.push_str(&format!(
-                    "The response received a reward of {reward}. Feedback:\n"
-                ));
-                out.push_str(next.next().unwrap_or(""));
-            }
-            None => out.push_str(&format!(
-                "The response received a reward of {reward} (no written feedback)."
-            )),
-        }
-        out.push_str("\n\n");
+        render_example(&mut out, n + 1, example, &mut next);
     }
 
     out.push_str(REFLECTION_TASK);
@@ -408,6 +357,68 @@ fn render_reflection(
     out.push_str(FENCE_REQUEST);
     out.push('\n');
     out
+}
+
+/// One example of the reflection prompt: its inputs, the response and the reward, each
+/// text taken from `texts` in [`example_texts`]'s order.
+fn render_example<'a>(
+    out: &mut String,
+    number: usize,
+    example: &ReflectionExample,
+    texts: &mut impl Iterator<Item = &'a str>,
+) {
+    out.push_str(&format!("## Example {number}\n\n### Inputs\n\n"));
+    if example.inputs.is_empty() {
+        out.push_str("(no inputs captured)");
+    } else {
+        let originals: Vec<&str> = example
+            .inputs
+            .iter()
+            .flat_map(|m| [m.role.as_str(), m.content.as_str()])
+            .collect();
+        let fence = fence_for(&originals);
+        out.push_str(&fence);
+        out.push('\n');
+        for (i, message) in example.inputs.iter().enumerate() {
+            if i > 0 {
+                out.push_str("\n\n");
+            }
+            out.push('[');
+            out.push_str(&message.role);
+            out.push_str("]\n");
+            out.push_str(texts.next().unwrap_or(""));
+        }
+        out.push('\n');
+        out.push_str(&fence);
+    }
+
+    out.push_str("\n\n### Assistant's response\n\n");
+    match &example.output {
+        Some(output) => {
+            let fence = fence_for(&[output.as_str()]);
+            out.push_str(&fence);
+            out.push('\n');
+            out.push_str(texts.next().unwrap_or(""));
+            out.push('\n');
+            out.push_str(&fence);
+        }
+        None => out.push_str("(not captured)"),
+    }
+
+    out.push_str("\n\n### Reward and feedback\n\n");
+    let reward = example.reward;
+    match feedback_of(example) {
+        Some(_) => {
+            out.push_str(&format!(
+                "The response received a reward of {reward}. Feedback:\n"
+            ));
+            out.push_str(texts.next().unwrap_or(""));
+        }
+        None => out.push_str(&format!(
+            "The response received a reward of {reward} (no written feedback)."
+        )),
+    }
+    out.push_str("\n\n");
 }
 
 /// Appends `parts` (concatenated) inside a backtick fence longer than any backtick run

@@ -32,6 +32,23 @@ pub struct Rollout {
     pub output: Option<String>,
 }
 
+impl Rollout {
+    /// A rollout whose first call has just started.
+    fn opened(candidate: Arc<Candidate>, correlation_id: Option<&str>) -> Self {
+        Rollout {
+            candidate,
+            correlation_id: correlation_id.map(str::to_string),
+            created_at: OffsetDateTime::now_utc(),
+            calls_in_flight: 1,
+            calls_ok: 0,
+            calls_failed: 0,
+            reward: None,
+            input: Arc::from([]),
+            output: None,
+        }
+    }
+}
+
 /// The result of one proxied call, reported by the proxy when the exchange ends.
 #[derive(Debug, Clone)]
 pub struct CallOutcome {
@@ -77,35 +94,12 @@ impl Session {
             .choose(&servable, &mut rand::thread_rng())
             .cloned()
             .ok_or_else(|| GepaError::Internal("session has no candidate to serve".into()))?;
-        let key = self
-            .env
-            .store
-            .rollout_key()
-            .ok_or(GepaError::StoreNotOpen)?;
-        // The id names the candidate by its place in the session's list (append-only).
-        let position = st
-            .candidates
-            .iter()
-            .position(|c| Arc::ptr_eq(c, &candidate))
-            .ok_or_else(|| {
-                GepaError::Internal("the chosen candidate is not in the session".into())
-            })?;
-        let rollout_id: Arc<str> = rollout_id::issue(&key, &self.id, position).into();
+        let rollout_id = self.issue_rollout_id(&st, &candidate)?;
         candidate.record_issued();
         st.insert_rollout(
             self.env.rollouts_in_memory,
             rollout_id.clone(),
-            Rollout {
-                candidate: candidate.clone(),
-                correlation_id: correlation_id.map(str::to_string),
-                created_at: OffsetDateTime::now_utc(),
-                calls_in_flight: 1,
-                calls_ok: 0,
-                calls_failed: 0,
-                reward: None,
-                input: Arc::from([]),
-                output: None,
-            },
+            Rollout::opened(candidate.clone(), correlation_id),
         );
         if let Some(corr) = correlation_id {
             st.pins.insert(
@@ -121,6 +115,28 @@ impl Session {
             candidate_id: candidate.id.clone(),
             instruction: candidate.instruction.clone(),
         })
+    }
+
+    /// A fresh rollout id naming `candidate` by its place in the session's list (which
+    /// only grows), authenticated with the store's key.
+    fn issue_rollout_id(
+        &self,
+        st: &SessionState,
+        candidate: &Arc<Candidate>,
+    ) -> Result<Arc<str>, GepaError> {
+        let key = self
+            .env
+            .store
+            .rollout_key()
+            .ok_or(GepaError::StoreNotOpen)?;
+        let position = st
+            .candidates
+            .iter()
+            .position(|c| Arc::ptr_eq(c, candidate))
+            .ok_or_else(|| {
+                GepaError::Internal("the chosen candidate is not in the session".into())
+            })?;
+        Ok(rollout_id::issue(&key, &self.id, position).into())
     }
 
     /// Records how a call that [`Session::begin_call`] started ended.

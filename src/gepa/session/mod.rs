@@ -51,6 +51,24 @@ struct SessionState {
     optimizer: OptimizerState,
 }
 
+impl SessionState {
+    fn new(status: Status, updated_at: OffsetDateTime, candidates: Vec<Arc<Candidate>>) -> Self {
+        SessionState {
+            status,
+            updated_at,
+            rollout_count: candidates.iter().map(|c| c.stats().issued).sum(),
+            candidates,
+            rollouts: HashMap::default(),
+            rollout_order: VecDeque::new(),
+            pins: HashMap::new(),
+            committing: HashMap::new(),
+            reward_count: 0,
+            calls_since_sweep: 0,
+            optimizer: OptimizerState::default(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Session {
     /// Shared (not copied) by the store's write-behind rollout records.
@@ -92,19 +110,7 @@ impl Session {
             settings: new.settings,
             seq,
             env,
-            state: Mutex::new(SessionState {
-                status: Status::Started,
-                updated_at: now,
-                candidates: vec![baseline],
-                rollouts: HashMap::default(),
-                rollout_order: VecDeque::new(),
-                pins: HashMap::new(),
-                committing: HashMap::new(),
-                rollout_count: 0,
-                reward_count: 0,
-                calls_since_sweep: 0,
-                optimizer: OptimizerState::default(),
-            }),
+            state: Mutex::new(SessionState::new(Status::Started, now, vec![baseline])),
         }
     }
 

@@ -1,7 +1,6 @@
 //! Rebuilding a session from the durable store's records at start-up.
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,8 +8,8 @@ use super::calls::{CorrelationPin, Rollout};
 use super::{Session, SessionState};
 use crate::gepa::candidate::Candidate;
 use crate::gepa::env::SessionEnv;
-use crate::gepa::optimizer::{self, OptimizerState};
-use crate::gepa::store::SessionRecord;
+use crate::gepa::optimizer;
+use crate::gepa::store::{RolloutRecord, SessionRecord};
 
 impl Session {
     /// Rebuilds a session from the durable store: candidates and their statistics, the
@@ -25,52 +24,13 @@ impl Session {
         if candidates.is_empty() {
             return None;
         }
-        let mut st = SessionState {
-            status: r.status,
-            updated_at: r.updated_at,
-            rollouts: HashMap::default(),
-            rollout_order: VecDeque::new(),
-            pins: HashMap::new(),
-            committing: HashMap::new(),
-            rollout_count: candidates.iter().map(|c| c.stats().issued).sum(),
-            reward_count: 0,
-            calls_since_sweep: 0,
-            optimizer: OptimizerState::default(),
-            candidates,
-        };
-        let find =
-            |st: &SessionState, id: &str| st.candidates.iter().find(|c| &*c.id == id).cloned();
+        let mut st = SessionState::new(r.status, r.updated_at, candidates);
         let now = Instant::now();
         for ro in r.rollouts {
-            let Some(candidate) = find(&st, &ro.candidate_id) else {
-                continue;
-            };
-            let id = ro.id;
-            if let Some(corr) = &ro.correlation_id {
-                st.pins.insert(
-                    corr.clone(),
-                    CorrelationPin {
-                        rollout_id: id.clone(),
-                        last_used: now,
-                    },
-                );
-            }
-            let rollout = Rollout {
-                candidate,
-                correlation_id: ro.correlation_id,
-                created_at: ro.created_at,
-                calls_in_flight: 0,
-                calls_ok: ro.calls_ok,
-                calls_failed: ro.calls_failed,
-                reward: None,
-                input: ro.input,
-                output: ro.output,
-            };
-            st.rollouts.insert(id.clone(), rollout);
-            st.rollout_order.push_back(id);
+            st.restore_rollout(ro, now);
         }
         for rw in r.rewards {
-            let Some(candidate) = find(&st, &rw.candidate_id) else {
+            let Some(candidate) = st.candidate(&rw.candidate_id) else {
                 continue;
             };
             st.count_reward(&rw.rollout_id, &candidate, rw.reward);
@@ -89,5 +49,39 @@ impl Session {
             env,
             state: Mutex::new(st),
         })
+    }
+}
+
+impl SessionState {
+    fn candidate(&self, id: &str) -> Option<Arc<Candidate>> {
+        self.candidates.iter().find(|c| &*c.id == id).cloned()
+    }
+
+    /// Puts back a rollout that can still be rewarded, with its correlation pin.
+    fn restore_rollout(&mut self, ro: RolloutRecord, now: Instant) {
+        let Some(candidate) = self.candidate(&ro.candidate_id) else {
+            return;
+        };
+        let id = ro.id;
+        if let Some(corr) = &ro.correlation_id {
+            let pin = CorrelationPin {
+                rollout_id: id.clone(),
+                last_used: now,
+            };
+            self.pins.insert(corr.clone(), pin);
+        }
+        let rollout = Rollout {
+            candidate,
+            correlation_id: ro.correlation_id,
+            created_at: ro.created_at,
+            calls_in_flight: 0,
+            calls_ok: ro.calls_ok,
+            calls_failed: ro.calls_failed,
+            reward: None,
+            input: ro.input,
+            output: ro.output,
+        };
+        self.rollouts.insert(id.clone(), rollout);
+        self.rollout_order.push_back(id);
     }
 }

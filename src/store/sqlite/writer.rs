@@ -119,19 +119,8 @@ impl WriterJob {
             } else {
                 RETRY_EVERY
             });
-            let mut changes = Vec::new();
-            match rx.recv_timeout(wait) {
-                Ok(op) => changes.push(op),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                // The store is gone: write what is left, then stop.
-                Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
-            }
-            while changes.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => changes.push(op),
-                    Err(_) => break,
-                }
-            }
+            let changes;
+            (changes, stopping) = take_changes(&rx, wait);
             let fresh = std::mem::take(&mut *rollouts.lock());
             self.probe
                 .queue_depth
@@ -152,13 +141,7 @@ impl WriterJob {
                     rows.len()
                 );
                 retained = rows;
-                if retained.len() > MAX_RETAINED_ROLLOUTS {
-                    let dropped = retained.len() - MAX_RETAINED_ROLLOUTS;
-                    retained.drain(..dropped);
-                    log::error!(
-                        "store: {dropped} rollout records dropped (their ids stay rewardable)"
-                    );
-                }
+                drop_oldest_beyond_bound(&mut retained);
             }
             self.probe
                 .commit_seconds
@@ -175,59 +158,14 @@ impl WriterJob {
         changes: Vec<(Change, Reply)>,
     ) -> rusqlite::Result<()> {
         let (changes, replies): (Vec<Change>, Vec<Reply>) = changes.into_iter().unzip();
-        // Acknowledged changes must survive a machine crash: their commit waits for the
-        // fsync. A batch of rollout records alone is written behind anyway (a crash may
-        // lose the last ones, and their ids stay rewardable), so it skips the fsync: in
-        // WAL mode `synchronous=NORMAL` still survives a crash of the process.
-        let full_sync = !changes.is_empty();
-        if full_sync != self.full_sync {
-            let mode = if full_sync { "FULL" } else { "NORMAL" };
-            if let Err(e) = self.conn.pragma_update(None, "synchronous", mode) {
-                for reply in replies {
-                    reply.send(Err(err(&self.path, "configuring the database", &e)));
-                }
-                return Err(e);
+        if let Err(e) = self.set_full_sync(!changes.is_empty()) {
+            for reply in replies {
+                reply.send(Err(err(&self.path, "configuring the database", &e)));
             }
-            self.full_sync = full_sync;
+            return Err(e);
         }
-        let mut outcomes = Vec::with_capacity(changes.len());
-        let committed = (|| -> rusqlite::Result<()> {
-            // IMMEDIATE takes the write lock up front: a database locked by someone else
-            // fails the batch once (after the busy timeout), not once per statement.
-            let mut tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Looked up once per batch, not once per record (the cache hashes the SQL).
-            let mut insert = tx.prepare_cached(INSERT_ROLLOUT)?;
-            for row in rows {
-                match insert_rollout(&mut insert, row) {
-                    Ok(()) => {}
-                    // The database refuses writes for now: retry the whole batch later.
-                    Err(e) if is_transient(&e) => return Err(e),
-                    // This record alone cannot be written (it would fail every retry and
-                    // every batch after it): drop it, keep the rest. Its id stays
-                    // rewardable.
-                    Err(e) => log::error!(
-                        "store ({}): rollout record {} dropped: {e}",
-                        self.path.display(),
-                        row.id
-                    ),
-                }
-            }
-            drop(insert);
-            for change in &changes {
-                match apply_in_savepoint(&mut tx, change) {
-                    Ok(o) => outcomes.push(Ok(o)),
-                    Err(e) if is_constraint(&e) => {
-                        outcomes.push(Err(err(&self.path, change.what(), e)))
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            tx.commit()
-        })();
-        match committed {
-            Ok(()) => {
+        match self.write_batch(rows, &changes) {
+            Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     reply.send(outcome);
                 }
@@ -241,6 +179,62 @@ impl WriterJob {
                 Err(e)
             }
         }
+    }
+
+    /// Acknowledged changes must survive a machine crash: their commit waits for the
+    /// fsync. A batch of rollout records alone is written behind anyway (a crash may lose
+    /// the last ones, and their ids stay rewardable), so it skips the fsync: in WAL mode
+    /// `synchronous=NORMAL` still survives a crash of the process.
+    fn set_full_sync(&mut self, full_sync: bool) -> rusqlite::Result<()> {
+        if full_sync != self.full_sync {
+            let mode = if full_sync { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.full_sync = full_sync;
+        }
+        Ok(())
+    }
+
+    /// Writes the records and applies the changes in one transaction and commits it.
+    /// `Ok` holds each change's own outcome; `Err` fails the whole batch.
+    fn write_batch(
+        &mut self,
+        rows: &[RolloutRecord],
+        changes: &[Change],
+    ) -> rusqlite::Result<Vec<Outcome>> {
+        // IMMEDIATE takes the write lock up front: a database locked by someone else
+        // fails the batch once (after the busy timeout), not once per statement.
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Looked up once per batch, not once per record (the cache hashes the SQL).
+        let mut insert = tx.prepare_cached(INSERT_ROLLOUT)?;
+        for row in rows {
+            match insert_rollout(&mut insert, row) {
+                Ok(()) => {}
+                // The database refuses writes for now: retry the whole batch later.
+                Err(e) if is_transient(&e) => return Err(e),
+                // This record alone cannot be written (it would fail every retry and
+                // every batch after it): drop it, keep the rest. Its id stays rewardable.
+                Err(e) => log::error!(
+                    "store ({}): rollout record {} dropped: {e}",
+                    self.path.display(),
+                    row.id
+                ),
+            }
+        }
+        drop(insert);
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            match apply_in_savepoint(&mut tx, change) {
+                Ok(o) => outcomes.push(Ok(o)),
+                Err(e) if is_constraint(&e) => {
+                    outcomes.push(Err(err(&self.path, change.what(), e)))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
     }
 
     /// Drops the captured text of rollouts older than `retention_days` (0 keeps all).
@@ -262,6 +256,36 @@ impl WriterJob {
                 self.path.display()
             ),
         }
+    }
+}
+
+/// Waits up to `wait` for a change, then takes every change queued meanwhile (up to
+/// [`MAX_BATCH`]). Also says whether the store is gone (the writer then stops after
+/// writing what is left).
+fn take_changes(rx: &mpsc::Receiver<WriteOp>, wait: Duration) -> (Vec<WriteOp>, bool) {
+    let mut changes = Vec::new();
+    let mut stopping = false;
+    match rx.recv_timeout(wait) {
+        Ok(op) => changes.push(op),
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
+    }
+    while changes.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(op) => changes.push(op),
+            Err(_) => break,
+        }
+    }
+    (changes, stopping)
+}
+
+/// Keeps at most [`MAX_RETAINED_ROLLOUTS`] records of failed batches for a retry,
+/// dropping the oldest.
+fn drop_oldest_beyond_bound(retained: &mut Vec<RolloutRecord>) {
+    if retained.len() > MAX_RETAINED_ROLLOUTS {
+        let dropped = retained.len() - MAX_RETAINED_ROLLOUTS;
+        retained.drain(..dropped);
+        log::error!("store: {dropped} rollout records dropped (their ids stay rewardable)");
     }
 }
 
