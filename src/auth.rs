@@ -17,6 +17,13 @@ pub struct Credentials {
     pub client_keys: Vec<Secret>,
 }
 
+/// The request's `Authorization` header value, as the authorize functions take it.
+pub fn authorization(headers: &http::HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
 pub fn bearer_token(authorization: Option<&[u8]>) -> Option<&[u8]> {
     let value = authorization?;

@@ -1,4 +1,5 @@
-//! Small text formats shared by every layer: RFC 3339 times and hex.
+//! Small text formats shared by every layer: RFC 3339 times, hex, and text cut to a byte
+//! bound.
 
 use time::OffsetDateTime;
 
@@ -36,6 +37,40 @@ pub fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Marks text that was cut to a byte bound.
+pub const TRUNCATION_MARKER: &str = "…";
+
+/// `text` cut to at most `max_bytes` bytes on a char boundary, plus [`TRUNCATION_MARKER`]
+/// if anything was cut.
+pub fn capped(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let end = floor_char_boundary(text, max_bytes);
+    let mut out = String::with_capacity(end + TRUNCATION_MARKER.len());
+    out.push_str(text.get(..end).unwrap_or(""));
+    out.push_str(TRUNCATION_MARKER);
+    out
+}
+
+/// [`capped`] in place.
+pub fn truncate_marked(text: &mut String, max_bytes: usize) {
+    if text.len() > max_bytes {
+        let end = floor_char_boundary(text, max_bytes);
+        text.truncate(end);
+        text.push_str(TRUNCATION_MARKER);
+    }
+}
+
+/// Largest char boundary `<= index` (index 0 is always a boundary).
+fn floor_char_boundary(text: &str, index: usize) -> usize {
+    let mut end = index.min(text.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +90,28 @@ mod tests {
         assert_eq!(unhex32(&hex(&key)), Some(key));
         assert_eq!(unhex32(&hex(&key[..31])), None);
         assert_eq!(unhex32(&"g".repeat(64)), None);
+    }
+
+    fn capped_owned(mut s: String, max: usize) -> String {
+        truncate_marked(&mut s, max);
+        s
+    }
+
+    #[test]
+    fn caps_on_char_boundary() {
+        assert_eq!(capped_owned("héllo".into(), 2), "h…");
+        assert_eq!(capped_owned("abc".into(), 3), "abc");
+        assert_eq!(capped_owned("abcd".into(), 0), "…");
+    }
+
+    #[test]
+    fn capped_and_truncate_marked_agree() {
+        for (text, max) in [("héllo", 2), ("abc", 3), ("abcd", 0), ("漢字", 4), ("", 0)] {
+            assert_eq!(
+                capped(text, max),
+                capped_owned(text.into(), max),
+                "{text} {max}"
+            );
+        }
     }
 }

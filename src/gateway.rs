@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::admin::AdminApi;
-use crate::auth::Credentials;
+use crate::auth::{authorization, Credentials};
 use crate::config::GatewayConfig;
 use crate::config::StorageBackend;
 use crate::errors::ApiError;
@@ -287,11 +287,7 @@ async fn serve_admin(
     route: &Route<'_>,
     query: &str,
 ) -> Result<()> {
-    let auth = session
-        .req_header()
-        .headers
-        .get("authorization")
-        .map(|v| v.as_bytes());
+    let auth = authorization(&session.req_header().headers);
     let client_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())

@@ -5,7 +5,7 @@
 //!
 //! 1. foundations: [`config`] (the YAML file into a validated model), [`routes`] (the route
 //!    table and the URLs built from it), [`rewrite`] (the chat-body scanner and splicer),
-//!    [`json_object`], [`format`];
+//!    [`reply`] (the assistant's reply in a completion), [`json_object`], [`format`];
 //! 2. the domain, [`gepa`]: sessions, candidates, rollouts, rewards and the optimizer, with
 //!    the port ([`gepa::store`]) through which it persists;
 //! 3. persistence, [`store`]: the memory and SQLite stores behind that port;
@@ -25,6 +25,7 @@
 pub mod config;
 pub mod format;
 pub mod json_object;
+pub mod reply;
 pub mod rewrite;
 pub mod routes;
 

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::gepa::reflection::{completion_text, extract_instruction, proposer_request};
+use crate::gepa::reflection::{extract_instruction, proposer_request};
 use crate::gepa::{ProposalJob, Session, Sessions};
+use crate::reply::{json_reply, Reply};
 use crate::upstream::Upstream;
 
 /// Largest proposer response accepted.
@@ -84,7 +85,8 @@ async fn propose(client: &Upstream, job: &ProposalJob) -> Result<String, String>
     if !(200..300).contains(&status) {
         return Err(format!("the proposer model answered HTTP {status}"));
     }
-    let text = completion_text(&response)
-        .ok_or_else(|| "the proposer's reply holds no message content".to_string())?;
+    let Some(Reply::Text(text)) = json_reply(&response) else {
+        return Err("the proposer's reply holds no message content".to_string());
+    };
     extract_instruction(&text).ok_or_else(|| "the proposer's reply holds no instruction".into())
 }

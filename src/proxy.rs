@@ -18,7 +18,7 @@ use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::Credentials;
+use crate::auth::{authorization, Credentials};
 use crate::capture::ReplyCapture;
 use crate::errors::ApiError;
 use crate::gepa::Sessions;
@@ -66,11 +66,7 @@ pub async fn serve(
         return fail(session, ctx, ApiError::unknown_session(session_id)).await;
     };
     ctx.session_id = Some(gepa.id.clone());
-    let auth = session
-        .req_header()
-        .headers
-        .get("authorization")
-        .map(|v| v.as_bytes());
+    let auth = authorization(&session.req_header().headers);
     if let Err(e) = gw.credentials.authorize_proxy(auth) {
         return fail(session, ctx, e).await;
     }

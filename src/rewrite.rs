@@ -59,9 +59,8 @@ use serde_json::value::RawValue;
 pub(crate) use scan::completion_content_span;
 use scan::InstructionSlot;
 
-/// Appended to a captured message content that was cut at `capture_max_bytes`.
-/// The marker itself is not counted against the cap.
-pub const TRUNCATION_MARKER: &str = "…";
+pub use crate::format::TRUNCATION_MARKER;
+use crate::format::{capped, truncate_marked};
 
 /// Why a body was refused; each maps to HTTP 400 with [`BodyError::code`] and
 /// [`BodyError::param`].
@@ -457,7 +456,7 @@ fn capture_content(message: &scan::Pending<'_>, max_bytes: usize) -> String {
                 // Without escapes the text is the literal between the quotes.
                 Some(Cow::Borrowed(text)) => capped(text, max_bytes),
                 Some(Cow::Owned(mut text)) => {
-                    truncate_in_place(&mut text, max_bytes);
+                    truncate_marked(&mut text, max_bytes);
                     text
                 }
                 // A lone surrogate escape cannot be decoded into a `str`
@@ -502,38 +501,8 @@ fn capture_parts(raw: &str, max_bytes: usize) -> String {
         first = false;
         out.push_str(&text);
     }
-    truncate_in_place(&mut out, max_bytes);
+    truncate_marked(&mut out, max_bytes);
     out
-}
-
-/// `text` cut to at most `max_bytes` bytes on a char boundary, plus
-/// [`TRUNCATION_MARKER`] if anything was cut.
-fn capped(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_owned();
-    }
-    let end = floor_char_boundary(text, max_bytes);
-    let mut out = String::with_capacity(end + TRUNCATION_MARKER.len());
-    out.push_str(text.get(..end).unwrap_or(""));
-    out.push_str(TRUNCATION_MARKER);
-    out
-}
-
-fn truncate_in_place(text: &mut String, max_bytes: usize) {
-    if text.len() > max_bytes {
-        let end = floor_char_boundary(text, max_bytes);
-        text.truncate(end);
-        text.push_str(TRUNCATION_MARKER);
-    }
-}
-
-/// Largest char boundary `<= index` (index 0 is always a boundary).
-fn floor_char_boundary(text: &str, index: usize) -> usize {
-    let mut end = index.min(text.len());
-    while end > 0 && !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
 }
 
 #[cfg(test)]

@@ -14,7 +14,14 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
-        &["config", "format", "json_object", "rewrite", "routes"],
+        &[
+            "config",
+            "format",
+            "json_object",
+            "reply",
+            "rewrite",
+            "routes",
+        ],
     ),
     ("domain", &["gepa"]),
     ("persistence", &["store"]),

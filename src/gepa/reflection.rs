@@ -5,7 +5,7 @@
 //! assistant's reply, the reward and any written feedback) and asking it to write a
 //! better instruction. This module builds those prompts ([`reflection_prompt`],
 //! [`merge_prompt`]), the chat-completions request that carries them
-//! ([`proposer_request`]), reads the reply back ([`completion_text`],
+//! ([`proposer_request`]), reads the reply back (`crate::reply`,
 //! [`extract_instruction`]) and picks which rollouts to show ([`choose_minibatch`]).
 //! Sending the request and storing the result belong to the caller.
 //!
@@ -175,29 +175,6 @@ pub fn proposer_request(model: &str, prompt: &str) -> Value {
         "messages": [{"role": "user", "content": prompt}],
         "temperature": 1.0,
     })
-}
-
-/// Pulls the assistant's text out of a chat-completions JSON response body
-/// (`choices[0].message.content`); `None` if the body is not JSON or the field is
-/// absent or null. A content given as an array of parts (`[{"type": "text", "text":
-/// ...}, ...]`) is accepted too: the parts' `text` fields are concatenated.
-pub fn completion_text(response_body: &[u8]) -> Option<String> {
-    let body: Value = serde_json::from_slice(response_body).ok()?;
-    match body.pointer("/choices/0/message/content")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect();
-            if texts.is_empty() {
-                None
-            } else {
-                Some(texts.concat())
-            }
-        }
-        _ => None,
-    }
 }
 
 /// Extracts the new instruction from the proposer's reply.
@@ -741,46 +718,6 @@ mod tests {
         );
         assert_eq!(v["temperature"].as_f64(), Some(1.0));
         assert_eq!(v.as_object().map(|o| o.len()), Some(3));
-    }
-
-    #[test]
-    fn completion_text_reads_real_shaped_response() {
-        let body = br#"{
-          "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
-          "object": "chat.completion",
-          "created": 1741569952,
-          "model": "gpt-4.1-2025-04-14",
-          "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "Here:\n```\nBe brief.\n```", "refusal": null, "annotations": []},
-            "logprobs": null,
-            "finish_reason": "stop"
-          }],
-          "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}
-        }"#;
-        assert_eq!(
-            completion_text(body).as_deref(),
-            Some("Here:\n```\nBe brief.\n```")
-        );
-        let parts = br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#;
-        assert_eq!(completion_text(parts).as_deref(), Some("ab"));
-    }
-
-    #[test]
-    fn completion_text_none_on_garbage() {
-        assert_eq!(completion_text(b"not json"), None);
-        assert_eq!(completion_text(b""), None);
-        assert_eq!(completion_text(b"\xff\xfe"), None);
-        assert_eq!(completion_text(br#"{"choices":[]}"#), None);
-        assert_eq!(
-            completion_text(br#"{"choices":[{"message":{"content":null}}]}"#),
-            None
-        );
-        assert_eq!(
-            completion_text(br#"{"error":{"message":"rate limited"}}"#),
-            None
-        );
-        assert_eq!(completion_text(br#"[1,2]"#), None);
     }
 
     fn ext(s: &str) -> Option<String> {
