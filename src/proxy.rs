@@ -222,11 +222,14 @@ async fn exchange(
     ctx.upstream_ms = Some(started.elapsed());
     let ok = (200..300).contains(&status);
     recorder.record(ok, if ok { capture.finish() } else { None });
-    // Only now does the client see the end of the response.
-    let finished = session.write_response_body(last_chunk, true).await;
+    // The connection goes back to the pool before the client sees the end: a client
+    // whose next call follows at once then finds it there (released after, the next call
+    // raced the release and often opened a new connection).
     if upstream.response_done() {
         gw.upstream.release(upstream, &peer).await;
     }
+    // Only now does the client see the end of the response.
+    let finished = session.write_response_body(last_chunk, true).await;
     ExchangeEnd {
         client_error: finished.err(),
     }
