@@ -336,10 +336,15 @@ impl Splice {
     }
 }
 
-/// Length of `instruction` as serde_json writes it as a JSON string: quotes,
-/// two-byte escapes for `"`, `\\` and `\b \f \n \r \t`, `\u00XX` for the other
-/// control characters; everything else verbatim.
-fn encoded_len(instruction: &str) -> usize {
+/// Length in bytes of `instruction` once it is spliced into a body: a JSON
+/// string literal exactly as serde_json writes it — quotes, two-byte escapes
+/// for `"`, `\\` and `\b \f \n \r \t`, `\u00XX` for the other control
+/// characters, everything else verbatim.
+///
+/// The instruction's value takes exactly this many bytes of a rewritten body,
+/// and [`ParsedChatBody::rewrite`] sizes its output with it, so that the body
+/// is allocated once, at its final size.
+pub fn encoded_len(instruction: &str) -> usize {
     let escapes: usize = instruction
         .bytes()
         .map(|b| match b {
