@@ -38,15 +38,11 @@
 //! skipping string contents 16 bytes at a time (SSE2 on x86_64); it allocates
 //! nothing but the list of messages to capture. It accepts and refuses exactly
 //! the bodies the previous serde_json-based parser did, with the same error
-//! messages — see `scan` for the details and `differential` (tests) for the
-//! check against that parser, which the tests keep as `oracle`.
+//! messages — see `scan` for the details, and `tests/rewrite_differential.rs`
+//! for the check against that parser, which the tests keep as
+//! `tests/rewrite_oracle`.
 
 mod scan;
-
-#[cfg(test)]
-mod differential;
-#[cfg(test)]
-mod oracle;
 
 use std::borrow::Cow;
 use std::fmt;
