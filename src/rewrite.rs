@@ -38,15 +38,11 @@
 //! skipping string contents 16 bytes at a time (SSE2 on x86_64); it allocates
 //! nothing but the list of messages to capture. It accepts and refuses exactly
 //! the bodies the previous serde_json-based parser did, with the same error
-//! messages — see `scan` for the details and `differential` (tests) for the
-//! check against that parser, which the tests keep as `oracle`.
+//! messages — see `scan` for the details, and `tests/rewrite_differential.rs`
+//! for the check against that parser, which the tests keep as
+//! `tests/rewrite_oracle`.
 
 mod scan;
-
-#[cfg(test)]
-mod differential;
-#[cfg(test)]
-mod oracle;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -335,10 +331,15 @@ impl Splice {
     }
 }
 
-/// Length of `instruction` as serde_json writes it as a JSON string: quotes,
-/// two-byte escapes for `"`, `\\` and `\b \f \n \r \t`, `\u00XX` for the other
-/// control characters; everything else verbatim.
-fn encoded_len(instruction: &str) -> usize {
+/// Length in bytes of `instruction` once it is spliced into a body: a JSON
+/// string literal exactly as serde_json writes it — quotes, two-byte escapes
+/// for `"`, `\\` and `\b \f \n \r \t`, `\u00XX` for the other control
+/// characters, everything else verbatim.
+///
+/// The instruction's value takes exactly this many bytes of a rewritten body,
+/// and [`ParsedChatBody::rewrite`] sizes its output with it, so that the body
+/// is allocated once, at its final size.
+pub fn encoded_len(instruction: &str) -> usize {
     let escapes: usize = instruction
         .bytes()
         .map(|b| match b {

@@ -13,8 +13,9 @@
 //! The gateway used to parse bodies with serde_json (borrowed `RawValue`s
 //! under a top-level map), and this scanner is written to accept and refuse
 //! exactly the same inputs, with the same error message (serde_json's wording,
-//! line and column): the differential test in `super::differential` checks it
-//! against that implementation (kept as `super::oracle`). In detail:
+//! line and column): the differential test, `tests/rewrite_differential.rs`,
+//! checks it against that implementation (kept as `tests/rewrite_oracle`). In
+//! detail:
 //!
 //! * every value except the top-level object is checked like serde_json's
 //!   `ignore_value`: numbers follow the JSON grammar but are never converted

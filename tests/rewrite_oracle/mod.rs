@@ -1,6 +1,8 @@
-//! The serde_json-based parser that `scan` replaced, frozen as it was, as the
-//! oracle of the differential test: the new parser must accept and refuse
-//! the same bodies with the same errors and produce the same output.
+//! The serde_json-based parser that the scanner (`src/rewrite/scan.rs`)
+//! replaced, frozen as it was, as the oracle of the differential test
+//! (`tests/rewrite_differential.rs`): `gepa_gateway::rewrite` must accept and
+//! refuse the same bodies with the same errors and produce the same output.
+//! It answers in the library's own types, so the two compare directly.
 
 #![allow(dead_code)]
 
@@ -10,7 +12,7 @@ use std::marker::PhantomData;
 
 use bytes::Bytes;
 
-use super::{BodyError, CapturedMessage, RewrittenBody, TRUNCATION_MARKER};
+use gepa_gateway::rewrite::{BodyError, CapturedMessage, RewrittenBody, TRUNCATION_MARKER};
 use serde::de::{
     self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };

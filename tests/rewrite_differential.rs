@@ -1,5 +1,6 @@
-//! Differential test of the scanner-based parser against the serde_json-based
-//! one it replaced (`super::oracle`) and against serde_json itself.
+//! Differential test of the scanner-based parser (`gepa_gateway::rewrite`)
+//! against the serde_json-based one it replaced (`rewrite_oracle`) and
+//! against serde_json itself.
 //!
 //! For every body — generated chat bodies, arbitrary JSON, hand-written edge
 //! cases and random mutations of all of these — it checks that:
@@ -15,9 +16,10 @@
 //!    strictly), although `IgnoredAny` accepts it. Those cases are counted
 //!    and checked to be exactly that.
 
-use serde::de::IgnoredAny;
+mod rewrite_oracle;
 
-use super::{encoded_len, oracle, BodyError, ParsedChatBody};
+use gepa_gateway::rewrite::{encoded_len, BodyError, ParsedChatBody};
+use serde::de::IgnoredAny;
 
 const INSTRUCTION: &str = "New \"instruction\"\n✓ \u{2028}";
 
@@ -39,7 +41,7 @@ impl Tally {
     fn check(&mut self, body: &[u8], cap: usize) {
         self.cases += 1;
         let new = ParsedChatBody::parse(body);
-        let old = oracle::ParsedChatBody::parse(body);
+        let old = rewrite_oracle::ParsedChatBody::parse(body);
         match (&new, &old) {
             (Ok(new), Ok(old)) => {
                 self.accepted += 1;
@@ -666,7 +668,7 @@ const EDGE_CASES: &[&str] = &[
 fn scanner_matches_serde_parser() {
     let mut tally = Tally::default();
     // A longer or different campaign: REWRITE_DIFF_ROUNDS=1000000
-    // REWRITE_DIFF_SEED=7 cargo test --release --lib rewrite::differential
+    // REWRITE_DIFF_SEED=7 cargo test --release --test rewrite_differential
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let rounds = env("REWRITE_DIFF_ROUNDS").unwrap_or(20_000) as usize;
     let mut rng = Rng(
