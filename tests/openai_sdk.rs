@@ -33,7 +33,13 @@ async fn official_python_sdk_plain_and_streamed() {
     let mock = MockUpstream::start().await;
     let gw = Gateway::start(&mock).await;
     let session = gw.create_session("You are a support agent.").await;
-    let proxy_url = session["proxy_url"].as_str().unwrap().to_string();
+    // The proxy URL the API handed out, on the gateway's address (see `PUBLIC_URL`).
+    let proxy_path = session["proxy_url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(PUBLIC_URL)
+        .unwrap();
+    let proxy_url = gw.url(proxy_path);
     let out = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(SCRIPT)

@@ -435,11 +435,12 @@ async fn upstream_failures_carry_gepa_headers() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_502() {
-    let closed_port = free_port();
-    let gw = Gateway::start_with(GatewayOptions::new(format!(
-        "http://127.0.0.1:{closed_port}/v1"
-    )))
-    .await;
+    // A port bound and never listened on refuses connections, and no one else can take it
+    // while the socket is held.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    let gw = Gateway::start_with(GatewayOptions::new(format!("http://{closed_addr}/v1"))).await;
     let s = gw.create_session("x").await;
     let id = s["session_id"].as_str().unwrap();
     let (status, h, body) = post_chat(&gw.chat_url(id), chat_body().to_string(), &[]).await;

@@ -53,10 +53,10 @@ async fn create_returns_the_seed_fields_and_get_shows_live_state() {
     );
     assert_eq!(v["status"], "started");
     assert_eq!(v["mode"], "online");
-    assert_eq!(v["proxy_url"], gw.url(&format!("/api/gepa/v1/{id}")));
+    assert_eq!(v["proxy_url"], gw.public_url(&format!("/api/gepa/v1/{id}")));
     assert_eq!(
         v["chat_completions_url"],
-        gw.url(&format!("/api/gepa/v1/{id}/chat/completions"))
+        gw.public_url(&format!("/api/gepa/v1/{id}/chat/completions"))
     );
     assert_eq!(v["metadata"]["team"], "support");
     let codes: Vec<&str> = v["warnings"]
@@ -412,12 +412,12 @@ async fn prompt_urls() {
     };
     let (status, v) = get("").await;
     assert_eq!(status, 200);
-    assert_eq!(v["proxy_url"], gw.url(&format!("/api/gepa/v1/{id}")));
+    assert_eq!(v["proxy_url"], gw.public_url(&format!("/api/gepa/v1/{id}")));
     let (status, v) = get("?correlation_id=user-42").await;
     assert_eq!(status, 200);
     assert_eq!(
         v["chat_completions_url"],
-        gw.url(&format!("/api/gepa/v1/{id}/user-42/chat/completions"))
+        gw.public_url(&format!("/api/gepa/v1/{id}/user-42/chat/completions"))
     );
     for bad in [
         "?correlation_id=v1",

@@ -165,8 +165,7 @@ fn start_failure(dir: &std::path::Path, db: &std::path::Path) -> String {
     std::fs::write(
         &conf,
         format!(
-            "gateway:\n  listen: \"127.0.0.1:{}\"\n  metrics:\n    listen: \"\"\n  storage:\n    path: \"{}\"\n",
-            free_port(),
+            "gateway:\n  listen: \"127.0.0.1:0\"\n  metrics:\n    listen: \"\"\n  storage:\n    path: \"{}\"\n",
             db.display()
         ),
     )

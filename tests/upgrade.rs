@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -79,15 +79,22 @@ async fn an_upgrade_under_reward_load_loses_no_reward_and_counts_none_twice() {
     assert_eq!(status, 200);
 
     // The load: 4 clients reward the rollouts one by one, each reward retried (new
-    // connection) until acknowledged.
+    // connection) until acknowledged; `ack_count` counts the acknowledgements.
+    let (ack_count, mut ack_count_rx) = tokio::sync::watch::channel(0usize);
+    let ack_count = Arc::new(ack_count);
     let next = Arc::new(AtomicUsize::new(0));
     let rollouts = Arc::new(rollouts);
     let url = gw.url(&format!("{SESSIONS}/{id}/reward"));
     let token = gw.admin_token.clone().unwrap();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let (next, rollouts, url, token) =
-            (next.clone(), rollouts.clone(), url.clone(), token.clone());
+        let (next, rollouts, url, token, ack_count) = (
+            next.clone(),
+            rollouts.clone(),
+            url.clone(),
+            token.clone(),
+            ack_count.clone(),
+        );
         workers.spawn(async move {
             let mut acks = Vec::new(); // (index, duplicate, retries)
             loop {
@@ -109,6 +116,7 @@ async fn an_upgrade_under_reward_load_loses_no_reward_and_counts_none_twice() {
                         if r.status() == 200 {
                             let v: Value = r.json().await.unwrap();
                             acks.push((i, v["duplicate"].as_bool().unwrap(), retries));
+                            ack_count.send_modify(|n| *n += 1);
                             break;
                         }
                         assert_eq!(r.status(), 503, "only a hand-over refuses a reward");
@@ -121,12 +129,21 @@ async fn an_upgrade_under_reward_load_loses_no_reward_and_counts_none_twice() {
             }
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upgrade starts once the load is under way (an eighth of the rewards acknowledged
+    // by the old process), so most of it runs across the hand-over.
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        ack_count_rx.wait_for(|n| *n >= N / 8),
+    )
+    .await
+    .expect("the load gets under way")
+    .unwrap();
     let mut old = gw.upgrade().await;
 
     // Once the old process has handed over, an admin write on a connection it still
     // serves gets 503 and `Connection: close`.
     let mut answers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, head, body) =
             exchange(&mut old_conn, &reward_request(&gw, &id, &probe_body)).await;
@@ -138,6 +155,7 @@ async fn an_upgrade_under_reward_load_loses_no_reward_and_counts_none_twice() {
             break;
         }
         assert_eq!(status, 200, "until the hand-over: {answers:?}");
+        assert!(Instant::now() < deadline, "no hand-over within 30 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     gw.wait_ready().await;

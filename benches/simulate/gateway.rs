@@ -1,8 +1,9 @@
-//! The real gateway binary, started with a temporary YAML config on a free port and
-//! killed on drop; plus the few session API calls the simulator needs.
+//! The real gateway binary, started with a temporary YAML config on port 0 (the system
+//! picks the port, which the gateway logs) and killed on drop; plus the few session API
+//! calls the simulator needs.
 
+use gepa_gateway::server::{reported_address, LISTEN_LOG_TARGET};
 use serde_json::{json, Value};
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,21 +33,16 @@ pub struct SessionSpec {
 }
 
 pub struct Gateway {
+    /// `http://` and the address it listens on (empty until it said).
     pub base: String,
     child: Child,
     dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
 
-/// A free loopback port, probed by binding port 0 (the gateway binds it right after).
-fn free_port() -> Res<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Gateway {
     pub async fn start(spec: &GatewaySpec<'_>) -> Res<Gateway> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
         let d = dir.path().display();
         let yaml = format!(
             r#"version: 1
@@ -54,8 +50,7 @@ threads: 2
 pid_file: {d}/gw.pid
 upgrade_sock: {d}/gw-upgrade.sock
 gateway:
-  listen: "127.0.0.1:{port}"
-  public_url: "http://127.0.0.1:{port}"
+  listen: "127.0.0.1:0"
   upstream:
     url: "{upstream}"
     api_key_env: "GEPA_SIM_UPSTREAM_KEY"
@@ -91,13 +86,13 @@ gateway:
             .env("GEPA_SIM_UPSTREAM_KEY", "sk-sim-upstream")
             .env("GEPA_SIM_CLIENT_KEYS", CLIENT_KEY)
             .env("GEPA_SIM_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", format!("warn,{LISTEN_LOG_TARGET}=info"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", spec.binary.display()))?;
         let mut gw = Gateway {
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             child,
             dir,
             http: reqwest::Client::builder()
@@ -108,7 +103,8 @@ gateway:
         Ok(gw)
     }
 
-    /// Polls /readyz for up to 15 s; fails early (with the log) if the process exits.
+    /// Waits up to 15 s for the gateway to log where it listens, then polls /readyz there;
+    /// fails early (with the log) if the process exits.
     async fn wait_healthy(&mut self) -> Res<()> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -119,7 +115,12 @@ gateway:
                 )
                 .into());
             }
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+            if self.base.is_empty() {
+                let log = self.log();
+                if let Some(addr) = log.lines().find_map(|l| reported_address(l, "proxy")) {
+                    self.base = format!("http://{addr}");
+                }
+            } else if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status() == 200 {
                     return Ok(());
                 }

@@ -1,5 +1,5 @@
 //! Test harness: a mock OpenAI-compatible upstream the tests own, and the real gateway
-//! binary started on a free port with a temporary config.
+//! binary started on port 0 (the system picks its ports) with a temporary config.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -12,12 +12,14 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+
+pub use gepa_gateway::server::{reported_address, LISTEN_LOG_TARGET};
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -268,17 +270,13 @@ fn sse_response(shared: Arc<MockShared>, mode: String) -> Response<MockBody> {
         .unwrap()
 }
 
-/// A free loopback port, probed by binding port 0 (the gateway binds it right after).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The gateway's `public_url` in the tests: the base of the URLs its API hands out. Not
+/// its address, which is known only once it listens (and `.invalid` never resolves).
+pub const PUBLIC_URL: &str = "http://gateway.invalid";
 
 /// The real gateway binary, started with a temporary config; killed on drop.
 pub struct Gateway {
+    /// Where the running process listens; taken from its log, as it listens on port 0.
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     child: Child,
@@ -287,6 +285,9 @@ pub struct Gateway {
     /// The environment it was started with, to start it again on the same files.
     envs: Vec<(String, String)>,
     db_file: String,
+    /// The length of the log when the running process was started: the lines where it
+    /// says where it listens come after.
+    log_mark: usize,
 }
 
 pub struct GatewayOptions {
@@ -360,8 +361,6 @@ impl Gateway {
 
     pub async fn start_with(o: GatewayOptions) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let metrics_port = free_port();
         let (key_env, client_env) = if o.upstream_key.is_some() {
             ("GEPA_TEST_UPSTREAM_KEY", "GEPA_TEST_CLIENT_KEYS")
         } else {
@@ -375,8 +374,8 @@ upgrade_sock: {dir}/gw-upgrade.sock
 grace_period_seconds: 1
 graceful_shutdown_timeout_seconds: 1
 gateway:
-  listen: "127.0.0.1:{port}"
-  public_url: "http://127.0.0.1:{port}"
+  listen: "127.0.0.1:0"
+  public_url: "{PUBLIC_URL}"
   upstream:
     url: "{upstream}"
     api_key_env: "{key_env}"
@@ -390,7 +389,7 @@ gateway:
   storage:
     path: "{dir}/{db_file}"
 {storage_yaml}  metrics:
-    listen: "127.0.0.1:{metrics_port}"
+    listen: "127.0.0.1:0"
   limits:
     max_body_bytes: {max_body}
 {extra}"#,
@@ -409,7 +408,9 @@ gateway:
         );
         let conf = dir.path().join("gateway.yaml");
         std::fs::write(&conf, yaml).unwrap();
-        let mut envs = vec![("RUST_LOG".to_string(), o.rust_log.clone())];
+        // The `listen` lines say where it listens, whatever the level asked for.
+        let rust_log = format!("{},{LISTEN_LOG_TARGET}=info", o.rust_log);
+        let mut envs = vec![("RUST_LOG".to_string(), rust_log)];
         if let Some(t) = &o.admin_token {
             envs.push(("GEPA_TEST_ADMIN_TOKEN".into(), t.clone()));
         }
@@ -421,17 +422,60 @@ gateway:
             envs.push(("GEPA_TEST_CLIENT_KEYS".into(), clients.clone()));
         }
         let child = spawn_gateway(dir.path(), &envs);
-        let gw = Gateway {
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            metrics_addr: format!("127.0.0.1:{metrics_port}").parse().unwrap(),
+        let unknown: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut gw = Gateway {
+            addr: unknown,
+            metrics_addr: unknown,
             child,
             dir,
             admin_token: o.admin_token,
             envs,
             db_file: o.db_file,
+            log_mark: 0,
         };
+        gw.wait_listening().await;
         gw.wait_healthy().await;
         gw
+    }
+
+    /// Waits (up to 10 s) until the running process has logged where its listeners are
+    /// bound, and takes those addresses.
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_since_start();
+            let reported = |what| log.lines().find_map(|l| reported_address(l, what));
+            if let (Some(addr), Some(metrics_addr)) = (reported("proxy"), reported("metrics")) {
+                self.addr = addr;
+                self.metrics_addr = metrics_addr;
+                return;
+            }
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the gateway exited ({exit}) before it listened; log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not say where it listens within 10 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The log written since the running process was started.
+    fn log_since_start(&self) -> String {
+        let log = std::fs::read(self.log_path()).unwrap_or_default();
+        String::from_utf8_lossy(log.get(self.log_mark..).unwrap_or_default()).into_owned()
+    }
+
+    /// Starts the gateway binary (with `args`) as the running process, on this config and
+    /// environment.
+    fn spawn(&mut self, args: &[&str]) -> Child {
+        self.log_mark = std::fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
+        spawn_gateway_with(self.dir.path(), &self.envs, args)
     }
 
     /// Polls /readyz until state is restored and the listener serves (start-up, not
@@ -483,9 +527,11 @@ gateway:
     }
 
     /// Starts the gateway again (after [`Gateway::kill9`]) on the same config and
-    /// database, waiting until it has restored its state.
+    /// database, waiting until it has restored its state. It listens on new ports: the
+    /// old ones were closed with the old process.
     pub async fn restart(&mut self) {
-        self.child = spawn_gateway(self.dir.path(), &self.envs);
+        self.child = self.spawn(&[]);
+        self.wait_listening().await;
         self.wait_healthy().await;
     }
 
@@ -496,7 +542,7 @@ gateway:
     pub async fn upgrade(&mut self) -> Child {
         let sock = self.dir.path().join("gw-upgrade.sock");
         let _ = std::fs::remove_file(&sock);
-        let new = spawn_gateway_with(self.dir.path(), &self.envs, &["-u"]);
+        let new = self.spawn(&["-u"]);
         for _ in 0..400 {
             if sock.exists() {
                 break;
@@ -512,8 +558,16 @@ gateway:
         std::mem::replace(&mut self.child, new)
     }
 
-    /// Waits (polling /readyz) until a process serves state on the listener.
-    pub async fn wait_ready(&self) {
+    /// After [`Gateway::upgrade`]: waits until the new process says where it listens (on
+    /// the sockets it took over, so at the same addresses) and serves state there.
+    pub async fn wait_ready(&mut self) {
+        let before = (self.addr, self.metrics_addr);
+        self.wait_listening().await;
+        assert_eq!(
+            (self.addr, self.metrics_addr),
+            before,
+            "the new process listens where the old one did"
+        );
         self.wait_healthy().await;
     }
 
@@ -523,7 +577,16 @@ gateway:
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    /// A URL the gateway's API hands out (built on [`PUBLIC_URL`]).
+    pub fn public_url(&self, path: &str) -> String {
+        format!("{PUBLIC_URL}{path}")
     }
 
     pub fn url(&self, path: &str) -> String {
