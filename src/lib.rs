@@ -51,3 +51,6 @@ pub mod upstream;
 // 5. the application and its wiring
 pub mod gateway;
 pub mod server;
+
+pub use gateway::Gepa;
+pub use request::RequestCtx;

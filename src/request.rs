@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::errors::ApiError;
 
+/// The route name of a request not (yet) routed.
+const UNROUTED: &str = "unknown";
+
 /// Per-request facts for the access log.
 #[derive(Debug)]
 pub struct RequestCtx {
@@ -32,7 +35,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
-            route: "unknown",
+            route: UNROUTED,
             session_id: None,
             rollout_id: None,
             candidate_id: None,
@@ -43,6 +46,13 @@ impl RequestCtx {
             bytes_in: 0,
             bytes_out: 0,
         }
+    }
+}
+
+impl RequestCtx {
+    /// Whether the gateway routed this request (a host's own requests stay unrouted).
+    pub fn is_routed(&self) -> bool {
+        self.route != UNROUTED
     }
 }
 

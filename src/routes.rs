@@ -99,6 +99,12 @@ impl PublicUrls {
     }
 }
 
+/// Whether `path` is under one of GEPA's prefixes (the session API, the proxy): the paths
+/// a proxy that embeds GEPA hands to it. Every other path is the host's.
+pub fn is_gepa_path(path: &str) -> bool {
+    path.starts_with(SESSIONS_PREFIX) || path.starts_with(PROXY_PREFIX)
+}
+
 /// Is `s` a valid correlation id: 1..=128 of `[A-Za-z0-9._:-]`, and not the literal `v1`.
 pub fn is_valid_correlation_id(s: &str) -> bool {
     !s.is_empty()

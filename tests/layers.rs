@@ -32,7 +32,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "request", "respond", "upstream",
         ],
     ),
-    ("application", &["embed", "gateway", "server"]),
+    ("application", &["gateway", "server"]),
 ];
 
 /// Module trees whose parts form a graph of their own, checked for cycles too. A part
