@@ -1,0 +1,149 @@
+//! The file as serde reads it: the YAML document, and the `gateway:` section mirrored in
+//! structs where every key is optional (a key with no value means the default) and an
+//! unknown key is an error naming its path.
+
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use super::{ConfigError, GATEWAY_KEY};
+
+/// Parses the YAML text (with `<<` merge keys applied) into its top-level mapping; an empty
+/// document is an empty mapping.
+pub(super) fn top_level(yaml: &str) -> Result<Mapping, ConfigError> {
+    let mut doc: Value = serde_yaml::from_str(yaml).map_err(yaml_syntax_error)?;
+    doc.apply_merge()
+        .map_err(|e| ConfigError::new("", format!("invalid YAML merge key (<<): {e}")))?;
+    match doc {
+        Value::Null => Ok(Mapping::new()),
+        Value::Mapping(m) => Ok(m),
+        _ => Err(ConfigError::new(
+            "",
+            "the top level must be a mapping of settings",
+        )),
+    }
+}
+
+fn yaml_syntax_error(e: serde_yaml::Error) -> ConfigError {
+    // serde_yaml's message for syntax errors is libyaml's fixed problem description plus the
+    // position; it does not quote the document.
+    let mut msg = format!("invalid YAML: {e}");
+    if let Some(loc) = e.location() {
+        let marker = format!("line {}", loc.line());
+        if !msg.contains(&marker) {
+            msg.push_str(&format!(" at line {} column {}", loc.line(), loc.column()));
+        }
+    }
+    ConfigError::new("", msg)
+}
+
+impl RawGateway {
+    /// Reads the value of the `gateway:` key; errors name the full key path.
+    pub(super) fn from_value(gateway: Value) -> Result<Self, ConfigError> {
+        serde_path_to_error::deserialize(gateway).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                GATEWAY_KEY.to_string()
+            } else {
+                format!("{GATEWAY_KEY}.{path}")
+            };
+            ConfigError::new(path, e.inner().to_string())
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of gateway settings")]
+pub(super) struct RawGateway {
+    pub(super) listen: Option<String>,
+    pub(super) public_url: Option<String>,
+    pub(super) upstream: Option<RawUpstream>,
+    pub(super) auth: Option<RawAuth>,
+    pub(super) admin: Option<RawAdmin>,
+    pub(super) storage: Option<RawStorage>,
+    pub(super) metrics: Option<RawMetrics>,
+    pub(super) proposer: Option<RawProposer>,
+    pub(super) gepa: Option<RawGepa>,
+    pub(super) sessions: Option<RawSessions>,
+    pub(super) capture: Option<RawCapture>,
+    pub(super) limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawUpstream {
+    pub(super) url: Option<String>,
+    pub(super) api_key_env: Option<String>,
+    pub(super) connect_timeout_ms: Option<u64>,
+    pub(super) read_timeout_s: Option<u64>,
+    pub(super) write_timeout_s: Option<u64>,
+    pub(super) ca_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawAuth {
+    pub(super) client_keys_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawAdmin {
+    pub(super) token_env: Option<String>,
+    pub(super) reward_token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawStorage {
+    pub(super) backend: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) retention_days: Option<u32>,
+    pub(super) rollouts_in_memory: Option<u64>,
+    pub(super) write_behind_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawProposer {
+    pub(super) model: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) api_key_env: Option<String>,
+    pub(super) minibatch_size: Option<u64>,
+    pub(super) merge: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawGepa {
+    pub(super) online_proposer_min_rollouts: Option<u64>,
+    pub(super) online_proposer_max_candidates: Option<u64>,
+    pub(super) online_prune_threshold: Option<f64>,
+    pub(super) online_prune_min_rollouts: Option<u64>,
+    pub(super) warmup_rollouts: Option<u64>,
+    pub(super) allocation: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawSessions {
+    pub(super) max_sessions: Option<u64>,
+    pub(super) correlation_ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawCapture {
+    pub(super) max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub(super) struct RawLimits {
+    pub(super) max_body_bytes: Option<u64>,
+}
