@@ -621,6 +621,17 @@ fn url_parsing() {
     );
 }
 
+/// http::Uri has a length limit the hand-written parser did not; the message says so
+/// rather than blaming the path.
+#[test]
+fn url_over_the_uri_length_limit_says_so() {
+    let long = format!("https://h/{}", "a".repeat(70_000));
+    assert_eq!(
+        UpstreamUrl::parse(&long).unwrap_err(),
+        "is too long for a URL (at most 65534 bytes)"
+    );
+}
+
 #[test]
 fn public_url_trailing_slash_trimmed() {
     let c = parse("gateway:\n  public_url: 'https://gw.example.com/prefix/'\n").unwrap();

@@ -1,8 +1,36 @@
 //! [`UpstreamUrl`]: the `http://` / `https://` base URLs in the file (upstream, proposer,
 //! public URL), parsed and normalized.
+//!
+//! `http::Uri` does the parsing (scheme, authority, path, and which characters may stand
+//! where); this module adds what a base URL for the gateway must also satisfy (no query,
+//! fragment or user info; a plain host name or IP address; a port 1-65535; a path that needs
+//! no escaping) and says, by rule, what is wrong with a URL either of them refuses.
 
 use std::fmt;
 use std::net::Ipv6Addr;
+
+use http::uri::{Authority, Scheme, Uri};
+
+// What a bad URL is told. None of them quotes the URL: it could hold credentials.
+const EMPTY: &str = "must not be empty";
+const SCHEME: &str = "must start with http:// or https://";
+const WHITESPACE: &str = "must not contain whitespace or control characters";
+const FRAGMENT: &str = "must not contain a fragment (#...)";
+const QUERY: &str = "must not contain a query string (?...)";
+const USER_INFO: &str = "must not contain user info (user:password@); name an environment \
+                         variable holding the key instead";
+const NO_HOST: &str = "must have a host";
+const UNTERMINATED_IPV6: &str = "has an unterminated IPv6 address ('[' without ']')";
+const INVALID_IPV6: &str = "has an invalid IPv6 address";
+const AFTER_IPV6: &str = "has unexpected characters after the IPv6 address";
+const UNBRACKETED_IPV6: &str =
+    "IPv6 addresses must be enclosed in brackets, e.g. http://[::1]:8080";
+const INVALID_HOST: &str = "has an invalid host name";
+const EMPTY_PORT: &str = "has an empty port after ':'";
+const INVALID_PORT: &str = "has an invalid port (expected a number 1-65535)";
+const PORT_RANGE: &str = "has a port out of range (expected 1-65535)";
+const PATH_ESCAPES: &str = "has a path with characters that must be percent-encoded";
+const TOO_LONG: &str = "is too long for a URL (at most 65534 bytes)";
 
 /// A parsed `http://` / `https://` base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,104 +53,19 @@ impl UpstreamUrl {
     /// input (it could contain credentials).
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if s.is_empty() {
-            return Err("must not be empty".into());
+        refuse_what_uri_allows(s)?;
+        let uri: Uri = s.parse().map_err(|_| explain_rejected(s))?;
+        let tls = uri.scheme() == Some(&Scheme::HTTPS);
+        let host = Host::parse(uri.authority().map_or("", Authority::as_str))?;
+        if !valid_path(uri.path()) {
+            return Err(PATH_ESCAPES.into());
         }
-        let (tls, rest) = if let Some(rest) = strip_prefix_ci(s, "https://") {
-            (true, rest)
-        } else if let Some(rest) = strip_prefix_ci(s, "http://") {
-            (false, rest)
-        } else {
-            return Err("must start with http:// or https://".into());
-        };
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("must not contain whitespace or control characters".into());
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        if tail.contains('#') {
-            return Err("must not contain a fragment (#...)".into());
-        }
-        if tail.contains('?') {
-            return Err("must not contain a query string (?...)".into());
-        }
-        if authority.contains('@') {
-            return Err(
-                "must not contain user info (user:password@); name an environment variable \
-                 holding the key instead"
-                    .into(),
-            );
-        }
-        if authority.is_empty() {
-            return Err("must have a host".into());
-        }
-
-        let (host, port, ipv6) = if let Some(r) = authority.strip_prefix('[') {
-            let close = r
-                .find(']')
-                .ok_or("has an unterminated IPv6 address ('[' without ']')")?;
-            let host = &r[..close];
-            if host.parse::<Ipv6Addr>().is_err() {
-                return Err("has an invalid IPv6 address".into());
-            }
-            let after = &r[close + 1..];
-            let port = if after.is_empty() {
-                None
-            } else if let Some(p) = after.strip_prefix(':') {
-                Some(p)
-            } else {
-                return Err("has unexpected characters after the IPv6 address".into());
-            };
-            (host.to_ascii_lowercase(), port, true)
-        } else {
-            let (host, port) = match authority.split_once(':') {
-                Some((h, p)) => {
-                    if p.contains(':') {
-                        return Err(
-                            "IPv6 addresses must be enclosed in brackets, e.g. http://[::1]:8080"
-                                .into(),
-                        );
-                    }
-                    (h, Some(p))
-                }
-                None => (authority, None),
-            };
-            if host.is_empty() {
-                return Err("must have a host".into());
-            }
-            if !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-            {
-                return Err("has an invalid host name".into());
-            }
-            (host.to_ascii_lowercase(), port, false)
-        };
-
         let default_port = if tls { 443 } else { 80 };
-        let port = match port {
-            None => default_port,
-            Some("") => return Err("has an empty port after ':'".into()),
-            Some(p) => {
-                if !p.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err("has an invalid port (expected a number 1-65535)".into());
-                }
-                match p.parse::<u16>() {
-                    Ok(n) if n != 0 => n,
-                    _ => return Err("has a port out of range (expected 1-65535)".into()),
-                }
-            }
-        };
-
-        if !valid_path(tail) {
-            return Err("has a path with characters that must be percent-encoded".into());
-        }
-        let base_path = tail.trim_end_matches('/').to_string();
-
-        let bracketed = if ipv6 {
-            format!("[{host}]")
+        let port = host.port.unwrap_or(default_port);
+        let bracketed = if host.ipv6 {
+            format!("[{}]", host.name)
         } else {
-            host.clone()
+            host.name.clone()
         };
         let host_header = if port == default_port {
             bracketed
@@ -131,9 +74,9 @@ impl UpstreamUrl {
         };
         Ok(UpstreamUrl {
             tls,
-            host,
+            host: host.name,
             port,
-            base_path,
+            base_path: uri.path().trim_end_matches('/').to_string(),
             host_header,
         })
     }
@@ -156,17 +99,122 @@ impl fmt::Display for UpstreamUrl {
     }
 }
 
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    if head.eq_ignore_ascii_case(prefix) {
-        s.get(prefix.len()..)
-    } else {
-        None
+/// The refusals `http::Uri` does not make: it takes any scheme, a query, and a fragment
+/// (which it drops without a word). Checked before it parses, so that these rules, not a
+/// grammar error, name what is wrong.
+fn refuse_what_uri_allows(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err(EMPTY);
+    }
+    let scheme = s.split_once("://").map(|(scheme, _)| scheme);
+    if !scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")) {
+        return Err(SCHEME);
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(WHITESPACE);
+    }
+    if s.contains('#') {
+        return Err(FRAGMENT);
+    }
+    if s.contains('?') {
+        return Err(QUERY);
+    }
+    Ok(())
+}
+
+/// Why `http::Uri` refused `s`, an `http(s)://` URL that [`refuse_what_uri_allows`] let
+/// through. Its error does not say which part was wrong, so the authority (up to the first
+/// `/` after the scheme) and the path go through our own rules, which are stricter than its
+/// grammar.
+fn explain_rejected(s: &str) -> &'static str {
+    let rest = s.split_once("://").map_or("", |(_, rest)| rest);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match Host::parse(authority) {
+        Err(e) => e,
+        Ok(_) if !valid_path(path) => PATH_ESCAPES,
+        // Both parts pass; what is left of `http::Uri`'s rules is its length limit.
+        Ok(_) => TOO_LONG,
+    }
+}
+
+/// The host and port of a URL's authority.
+struct Host {
+    /// Lower-cased; an IPv6 address without its brackets.
+    name: String,
+    ipv6: bool,
+    port: Option<u16>,
+}
+
+impl Host {
+    /// Checks the authority: no user info; a bracketed IPv6 address, or a name of letters,
+    /// digits, `-`, `.` and `_` (`http::Uri` also lets through `!`, `*`, `%`, ... which no
+    /// upstream host has); then nothing, or `:` and a port 1-65535.
+    fn parse(authority: &str) -> Result<Self, &'static str> {
+        if authority.contains('@') {
+            return Err(USER_INFO);
+        }
+        let (name, ipv6, after) = match authority.strip_prefix('[') {
+            Some(inner) => {
+                let close = inner.find(']').ok_or(UNTERMINATED_IPV6)?;
+                let address = &inner[..close];
+                if address.parse::<Ipv6Addr>().is_err() {
+                    return Err(INVALID_IPV6);
+                }
+                (address, true, &inner[close + 1..])
+            }
+            None => {
+                let (name, after) =
+                    authority.split_at(authority.find(':').unwrap_or(authority.len()));
+                if after.matches(':').count() > 1 {
+                    return Err(UNBRACKETED_IPV6);
+                }
+                check_host_name(name)?;
+                (name, false, after)
+            }
+        };
+        let port = match after {
+            "" => None,
+            _ => Some(port(after.strip_prefix(':').ok_or(AFTER_IPV6)?)?),
+        };
+        Ok(Host {
+            name: name.to_ascii_lowercase(),
+            ipv6,
+            port,
+        })
+    }
+}
+
+fn check_host_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err(NO_HOST);
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(INVALID_HOST);
+    }
+    Ok(())
+}
+
+/// The text after `:`. `http::Uri` does not check it: its `port()` reads a bad one as none.
+fn port(p: &str) -> Result<u16, &'static str> {
+    if p.is_empty() {
+        return Err(EMPTY_PORT);
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(INVALID_PORT);
+    }
+    match p.parse::<u16>() {
+        Ok(n) if n != 0 => Ok(n),
+        _ => Err(PORT_RANGE),
     }
 }
 
 /// RFC 3986 path characters: visible ASCII minus the ones that must be escaped, and `%` only
-/// as the start of a `%XX` escape.
+/// as the start of a `%XX` escape. Stricter than `http::Uri`, which lets `"{|}\^` through (for
+/// clients that send JSON in a path) and does not check escapes: requests are built on this
+/// path, so it must be one that every server reads the same way.
 fn valid_path(path: &str) -> bool {
     let b = path.as_bytes();
     let mut i = 0;
