@@ -1,13 +1,16 @@
 //! The validated configuration the rest of the gateway reads, and its defaults.
 //!
-//! Only `resolve` builds these from a file; serde never sees them, so a field here
-//! can change shape without changing the file format.
+//! Only `resolve` builds these from a file; serde never sees the structs, so a field here
+//! can change shape without changing the file format. The two enums are the exception: a
+//! variant is its own spelling in the file, so serde reads them directly (through
+//! `raw::name_or_default`, which names the allowed values when a file has another).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
+use serde::Deserialize;
 
 use super::{Secret, UpstreamUrl};
 
@@ -72,10 +75,15 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
 }
 
-/// Where session state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where session state lives: `gateway.storage.backend`, spelled in the file as the variant
+/// in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
+    /// Durable, embedded (the default).
+    #[default]
     Sqlite,
+    /// Nothing survives a restart.
     Memory,
 }
 
@@ -117,10 +125,13 @@ pub struct GepaDefaults {
     pub allocation: Allocation,
 }
 
-/// How traffic is split among a session's active candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How traffic is split among a session's active candidates: `gateway.gepa.allocation`,
+/// spelled in the file as the variant in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Allocation {
-    /// Warm-up, then Thompson sampling on the mean reward (see `allocation.rs`).
+    /// Warm-up, then Thompson sampling on the mean reward (see `allocation.rs`); the default.
+    #[default]
     Thompson,
     /// An equal share for every active candidate (the simplest online baseline).
     Uniform,
@@ -161,7 +172,7 @@ impl Default for GatewayConfig {
             admin_tokens: Vec::new(),
             reward_tokens: Vec::new(),
             storage: StorageConfig {
-                backend: StorageBackend::Sqlite,
+                backend: StorageBackend::default(),
                 path: PathBuf::from(DEFAULT_STORAGE_PATH),
                 retention_days: DEFAULT_RETENTION_DAYS,
                 rollouts_in_memory: DEFAULT_ROLLOUTS_IN_MEMORY,
@@ -181,7 +192,7 @@ impl Default for GatewayConfig {
                 online_prune_threshold: DEFAULT_PRUNE_THRESHOLD,
                 online_prune_min_rollouts: DEFAULT_PRUNE_MIN_ROLLOUTS as u32,
                 warmup_rollouts: DEFAULT_WARMUP_ROLLOUTS as u32,
-                allocation: Allocation::Thompson,
+                allocation: Allocation::default(),
             },
             max_sessions: DEFAULT_MAX_SESSIONS as usize,
             correlation_ttl: Duration::from_secs(DEFAULT_CORRELATION_TTL_S),

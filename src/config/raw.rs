@@ -2,10 +2,13 @@
 //! structs where every key is optional (a key with no value means the default) and an
 //! unknown key is an error naming its path.
 
+use std::fmt;
+
+use serde::de::{self, value::StrDeserializer, Deserializer};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::{ConfigError, GATEWAY_KEY};
+use super::{Allocation, ConfigError, StorageBackend, GATEWAY_KEY};
 
 /// Parses the YAML text (with `<<` merge keys applied) into its top-level mapping; an empty
 /// document is an empty mapping.
@@ -95,7 +98,8 @@ pub(super) struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub(super) struct RawStorage {
-    pub(super) backend: Option<String>,
+    #[serde(default, deserialize_with = "name_or_default")]
+    pub(super) backend: Option<StorageBackend>,
     pub(super) path: Option<String>,
     pub(super) retention_days: Option<u32>,
     pub(super) rollouts_in_memory: Option<u64>,
@@ -126,7 +130,8 @@ pub(super) struct RawGepa {
     pub(super) online_prune_threshold: Option<f64>,
     pub(super) online_prune_min_rollouts: Option<u64>,
     pub(super) warmup_rollouts: Option<u64>,
-    pub(super) allocation: Option<String>,
+    #[serde(default, deserialize_with = "name_or_default")]
+    pub(super) allocation: Option<Allocation>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,3 +152,51 @@ pub(super) struct RawCapture {
 pub(super) struct RawLimits {
     pub(super) max_body_bytes: Option<u64>,
 }
+
+/// Reads a key whose value names an enum variant (`backend: memory`). As for every other key,
+/// no value or `""` means the default; surrounding spaces are ignored. Anything but a string
+/// is a type error, and an unknown name is answered with the allowed ones.
+fn name_or_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match name.trim() {
+        "" => Ok(None),
+        name => T::deserialize(StrDeserializer::<NameError>::new(name))
+            .map(Some)
+            .map_err(de::Error::custom),
+    }
+}
+
+/// Why a name is not one of an enum's variants. Unlike serde's own message it does not repeat
+/// the name given: whatever was pasted into the file stays out of the error.
+#[derive(Debug)]
+struct NameError(String);
+
+impl de::Error for NameError {
+    fn custom<M: fmt::Display>(msg: M) -> Self {
+        NameError(msg.to_string())
+    }
+
+    fn unknown_variant(_given: &str, expected: &'static [&'static str]) -> Self {
+        let quoted: Vec<String> = expected.iter().map(|v| format!("\"{v}\"")).collect();
+        let allowed = match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => "nothing".to_string(),
+        };
+        NameError(format!("must be {allowed}"))
+    }
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NameError {}

@@ -772,3 +772,35 @@ fn process_env_reads_the_environment() {
     assert_eq!(process_env("PATH"), std::env::var("PATH").ok(),);
     assert_eq!(process_env("GEPA_SURELY_UNSET_VARIABLE_42"), None);
 }
+
+#[test]
+fn enum_keys_read_their_names() {
+    let c =
+        parse("gateway:\n  storage: {backend: memory}\n  gepa: {allocation: uniform}\n").unwrap();
+    assert_eq!(c.gateway.storage.backend, StorageBackend::Memory);
+    assert_eq!(c.gateway.gepa_defaults.allocation, Allocation::Uniform);
+    // no value, "" and spaces mean the default, as before they became serde enums
+    for value in ["~", "''", "' sqlite '"] {
+        let c = parse(&format!("gateway:\n  storage: {{backend: {value}}}\n")).unwrap();
+        assert_eq!(c.gateway.storage.backend, StorageBackend::Sqlite, "{value}");
+    }
+    let c = parse("gateway:\n  gepa: {allocation: ''}\n").unwrap();
+    assert_eq!(c.gateway.gepa_defaults.allocation, Allocation::Thompson);
+}
+
+#[test]
+fn enum_keys_name_the_allowed_values_not_the_given_one() {
+    let e = err("gateway:\n  storage: {backend: SECRET-ish}\n");
+    assert_eq!(
+        e.to_string(),
+        "gateway.storage.backend: must be \"sqlite\" or \"memory\""
+    );
+    let e = err("gateway:\n  gepa: {allocation: Thompson}\n");
+    assert_eq!(
+        e.to_string(),
+        "gateway.gepa.allocation: must be \"thompson\" or \"uniform\""
+    );
+    let e = err("gateway:\n  storage: {backend: 5}\n");
+    assert_eq!(e.path(), "gateway.storage.backend");
+    assert!(e.message().contains("expected a string"), "{e}");
+}

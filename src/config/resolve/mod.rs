@@ -211,16 +211,6 @@ pub(super) fn gateway(
         if path.is_empty() {
             return Err(ConfigError::new(key, "must not be empty"));
         }
-        let backend = match storage.backend.as_deref().map(str::trim) {
-            None | Some("") | Some("sqlite") => StorageBackend::Sqlite,
-            Some("memory") => StorageBackend::Memory,
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "gateway.storage.backend",
-                    "must be \"sqlite\" or \"memory\"",
-                ))
-            }
-        };
         let rollouts_in_memory = in_range(
             "gateway.storage.rollouts_in_memory",
             storage
@@ -236,7 +226,7 @@ pub(super) fn gateway(
             10_000,
         )?;
         StorageConfig {
-            backend,
+            backend: storage.backend.unwrap_or_default(),
             path: PathBuf::from(path),
             retention_days: storage.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
             rollouts_in_memory: rollouts_in_memory as usize,
@@ -364,16 +354,7 @@ pub(super) fn gateway(
                 "gateway.gepa.warmup_rollouts",
                 gepa.warmup_rollouts.unwrap_or(DEFAULT_WARMUP_ROLLOUTS),
             )?,
-            allocation: match gepa.allocation.as_deref().map(str::trim) {
-                None | Some("") | Some("thompson") => Allocation::Thompson,
-                Some("uniform") => Allocation::Uniform,
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        "gateway.gepa.allocation",
-                        "must be \"thompson\" or \"uniform\"",
-                    ))
-                }
-            },
+            allocation: gepa.allocation.unwrap_or_default(),
         }
     };
 
