@@ -12,7 +12,8 @@
 //! Two layers: `raw` mirrors the file (serde structs, every key optional, unknown keys
 //! refused), and `resolve` turns it into the validated `model` the gateway reads.
 //! [`Secret`] and [`UpstreamUrl`] are the two value types the model holds; [`ConfigError`]
-//! says what is wrong, by key path.
+//! lists what is wrong, one [`Problem`] per bad key: a file that reads is checked in full,
+//! so one run reports every bad value.
 
 mod error;
 mod model;
@@ -26,7 +27,9 @@ mod tests;
 
 use std::path::Path;
 
-pub use error::ConfigError;
+use resolve::Problems;
+
+pub use error::{ConfigError, Problem};
 pub use model::{
     Allocation, Config, GatewayConfig, GepaDefaults, ProposerConfig, StorageBackend, StorageConfig,
     UpstreamConfig,
@@ -45,7 +48,7 @@ pub fn process_env(name: &str) -> Option<String> {
 /// Reads and validates a config file; `env` looks up environment variables.
 pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new("", format!("cannot read config file: {e}")).with_file(path)
+        ConfigError::from(Problem::new("", format!("cannot read config file: {e}"))).with_file(path)
     })?;
     parse_str(&text, env).map_err(|e| e.with_file(path))
 }
@@ -53,10 +56,18 @@ pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 /// Parses and validates config text; `env` looks up environment variables.
 pub fn parse_str(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
+    // A file YAML cannot read, or with Pingora keys serde cannot, stops at the first error.
     let mut top = raw::top_level(yaml)?;
     let gateway = top.remove(GATEWAY_KEY).unwrap_or(serde_yaml::Value::Null);
-    let server = resolve::server(top, &mut warnings)?;
-    let gateway = resolve::gateway(raw::RawGateway::from_value(gateway)?, env, &mut warnings)?;
+    let server = resolve::server::read(top, &mut warnings)?;
+    // From here on every problem is collected, so one run reports them all (serde reading
+    // the gateway section still stops at its first, but that one joins Pingora's).
+    let mut problems = Problems::default();
+    let server = resolve::server::resolve(server, &mut problems);
+    let gateway = problems
+        .take(raw::RawGateway::from_value(gateway))
+        .and_then(|raw| resolve::gateway(raw, env, &mut problems, &mut warnings));
+    let (server, gateway) = problems.finish(server.zip(gateway))?;
     Ok(Config {
         server,
         gateway,

@@ -3,7 +3,7 @@
 //! Only `resolve` builds these from a file; serde never sees the structs, so a field here
 //! can change shape without changing the file format. The two enums are the exception: a
 //! variant is its own spelling in the file, so serde reads them directly (through
-//! `raw::name_or_default`, which names the allowed values when a file has another).
+//! `raw::Named`, which names the allowed values when a file has another).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

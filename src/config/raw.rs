@@ -8,25 +8,25 @@ use serde::de::{self, value::StrDeserializer, Deserializer};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::{Allocation, ConfigError, StorageBackend, GATEWAY_KEY};
+use super::{Allocation, Problem, StorageBackend, GATEWAY_KEY};
 
 /// Parses the YAML text (with `<<` merge keys applied) into its top-level mapping; an empty
 /// document is an empty mapping.
-pub(super) fn top_level(yaml: &str) -> Result<Mapping, ConfigError> {
+pub(super) fn top_level(yaml: &str) -> Result<Mapping, Problem> {
     let mut doc: Value = serde_yaml::from_str(yaml).map_err(yaml_syntax_error)?;
     doc.apply_merge()
-        .map_err(|e| ConfigError::new("", format!("invalid YAML merge key (<<): {e}")))?;
+        .map_err(|e| Problem::new("", format!("invalid YAML merge key (<<): {e}")))?;
     match doc {
         Value::Null => Ok(Mapping::new()),
         Value::Mapping(m) => Ok(m),
-        _ => Err(ConfigError::new(
+        _ => Err(Problem::new(
             "",
             "the top level must be a mapping of settings",
         )),
     }
 }
 
-fn yaml_syntax_error(e: serde_yaml::Error) -> ConfigError {
+fn yaml_syntax_error(e: serde_yaml::Error) -> Problem {
     // serde_yaml's message for syntax errors is libyaml's fixed problem description plus the
     // position; it does not quote the document.
     let mut msg = format!("invalid YAML: {e}");
@@ -36,12 +36,12 @@ fn yaml_syntax_error(e: serde_yaml::Error) -> ConfigError {
             msg.push_str(&format!(" at line {} column {}", loc.line(), loc.column()));
         }
     }
-    ConfigError::new("", msg)
+    Problem::new("", msg)
 }
 
 impl RawGateway {
     /// Reads the value of the `gateway:` key; errors name the full key path.
-    pub(super) fn from_value(gateway: Value) -> Result<Self, ConfigError> {
+    pub(super) fn from_value(gateway: Value) -> Result<Self, Problem> {
         serde_path_to_error::deserialize(gateway).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." {
@@ -49,7 +49,7 @@ impl RawGateway {
             } else {
                 format!("{GATEWAY_KEY}.{path}")
             };
-            ConfigError::new(path, e.inner().to_string())
+            Problem::new(path, e.inner().to_string())
         })
     }
 }
@@ -98,8 +98,8 @@ pub(super) struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping")]
 pub(super) struct RawStorage {
-    #[serde(default, deserialize_with = "name_or_default")]
-    pub(super) backend: Option<StorageBackend>,
+    #[serde(default)]
+    pub(super) backend: Named<StorageBackend>,
     pub(super) path: Option<String>,
     pub(super) retention_days: Option<u32>,
     pub(super) rollouts_in_memory: Option<u64>,
@@ -130,8 +130,8 @@ pub(super) struct RawGepa {
     pub(super) online_prune_threshold: Option<f64>,
     pub(super) online_prune_min_rollouts: Option<u64>,
     pub(super) warmup_rollouts: Option<u64>,
-    #[serde(default, deserialize_with = "name_or_default")]
-    pub(super) allocation: Option<Allocation>,
+    #[serde(default)]
+    pub(super) allocation: Named<Allocation>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,22 +153,35 @@ pub(super) struct RawLimits {
     pub(super) max_body_bytes: Option<u64>,
 }
 
-/// Reads a key whose value names an enum variant (`backend: memory`). As for every other key,
-/// no value or `""` means the default; surrounding spaces are ignored. Anything but a string
-/// is a type error, and an unknown name is answered with the allowed ones.
-fn name_or_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    let Some(name) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
-    };
-    match name.trim() {
-        "" => Ok(None),
-        name => T::deserialize(StrDeserializer::<NameError>::new(name))
-            .map(Some)
-            .map_err(de::Error::custom),
+/// A key whose value names an enum variant (`backend: memory`). As for every other key, no
+/// value or `""` means the default, and surrounding spaces are ignored; anything but a string
+/// is a type error. An unknown name does not stop the read: it is kept, and its resolver
+/// reports it with every other bad value.
+#[derive(Debug)]
+pub(super) struct Named<T>(Result<Option<T>, NameError>);
+
+impl<T> Named<T> {
+    /// The variant named (`None`: the default), or, at `key`, the names allowed.
+    pub(super) fn resolve(self, key: &str) -> Result<Option<T>, Problem> {
+        self.0.map_err(|e| Problem::new(key, e.0))
+    }
+}
+
+impl<T> Default for Named<T> {
+    fn default() -> Self {
+        Named(Ok(None))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Some(name) = Option::<String>::deserialize(d)? else {
+            return Ok(Named::default());
+        };
+        Ok(Named(match name.trim() {
+            "" => Ok(None),
+            name => T::deserialize(StrDeserializer::<NameError>::new(name)).map(Some),
+        }))
     }
 }
 

@@ -804,3 +804,82 @@ fn enum_keys_name_the_allowed_values_not_the_given_one() {
     assert_eq!(e.path(), "gateway.storage.backend");
     assert!(e.message().contains("expected a string"), "{e}");
 }
+
+#[test]
+fn every_bad_key_is_reported() {
+    let p = manifest_file("tests/fixtures/config/several_bad_keys.yaml");
+    let e = load_file(&p, &no_env).unwrap_err();
+    let paths: Vec<&str> = e.problems().map(Problem::path).collect();
+    assert_eq!(
+        paths,
+        [
+            "gateway.listen",
+            "gateway.storage.write_behind_ms",
+            "gateway.gepa.online_prune_min_rollouts"
+        ]
+    );
+    // path() and message() are the first problem's
+    assert_eq!(e.path(), "gateway.listen");
+    assert!(e.message().contains("IP address and port"), "{e}");
+    // Display: one line per problem, each naming the file and the key
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, path) in lines.iter().zip(&paths) {
+        assert!(
+            line.starts_with(&format!("{}: {path}: ", p.display())),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn problems_in_all_sections_are_collected_in_file_order() {
+    let yaml = "max_blocking_threads: 0\ngateway:\n  public_url: ftp://x\n  upstream: \
+                {url: 'https://user:SECRET@h/', api_key_env: UP}\n  auth: {client_keys_env: \
+                CK}\n  admin: {token_env: 'sk-SECRET'}\n  storage: {backend: SECRET}\n  \
+                proposer: {model: ''}\n  gepa: {allocation: SECRET}\n  limits: \
+                {max_body_bytes: 0}\n";
+    let e = parse_env(yaml, &[("UP", "bad SECRET"), ("CK", "c")]).unwrap_err();
+    let paths: Vec<&str> = e.problems().map(Problem::path).collect();
+    assert_eq!(
+        paths,
+        [
+            "",
+            "gateway.public_url",
+            "gateway.upstream.url",
+            "gateway.upstream.api_key_env",
+            "gateway.admin.token_env",
+            "gateway.storage.backend",
+            "gateway.proposer.model",
+            "gateway.gepa.allocation",
+            "gateway.limits.max_body_bytes",
+        ],
+        "{e}"
+    );
+    assert!(e.message().starts_with("invalid server setting"), "{e}");
+    assert!(!e.to_string().contains("SECRET"), "{e}");
+}
+
+#[test]
+fn a_bad_key_is_not_reported_again_through_what_depends_on_it() {
+    // listen is bad, so the metrics port is not compared with it
+    let e = err("gateway:\n  listen: 'localhost:9091'\n  metrics: {listen: '127.0.0.1:9091'}\n");
+    assert_eq!(e.problems().count(), 1, "{e}");
+    assert_eq!(e.path(), "gateway.listen");
+    // the upstream key's variable name is bad, so the client-key rule is not checked
+    let e = err("gateway:\n  upstream: {api_key_env: 'sk-x'}\n");
+    assert_eq!(e.problems().count(), 1, "{e}");
+    assert_eq!(e.path(), "gateway.upstream.api_key_env");
+    // but an unset upstream key is reported after the client-key rule it breaks
+    let p = manifest_file("tests/fixtures/config/missing_client_keys.yaml");
+    let e = load_file(&p, &no_env).unwrap_err();
+    let paths: Vec<&str> = e.problems().map(Problem::path).collect();
+    assert_eq!(
+        paths,
+        [
+            "gateway.auth.client_keys_env",
+            "gateway.upstream.api_key_env"
+        ]
+    );
+}

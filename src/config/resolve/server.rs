@@ -3,23 +3,29 @@
 use pingora_core::server::configuration::ServerConf;
 use serde_yaml::{Mapping, Value};
 
-use crate::config::{ConfigError, GATEWAY_KEY};
+use super::Problems;
+use crate::config::{Problem, GATEWAY_KEY};
 
-/// Reads the top-level keys into Pingora's `ServerConf` and runs Pingora's own checks on it.
-pub(in crate::config) fn server(
+/// Reads the top-level keys into Pingora's `ServerConf`; a type error stops here, as serde
+/// stops at its first.
+pub(in crate::config) fn read(
     top: Mapping,
     warnings: &mut Vec<String>,
-) -> Result<ServerConf, ConfigError> {
+) -> Result<ServerConf, Problem> {
     warn_unknown_server_keys(&top, warnings);
-    let server: ServerConf = serde_path_to_error::deserialize(Value::Mapping(top))
-        .map_err(|e| ConfigError::new(root_path(e.path()), e.inner().to_string()))?;
-    server.validate().map_err(|e| {
+    serde_path_to_error::deserialize(Value::Mapping(top))
+        .map_err(|e| Problem::new(root_path(e.path()), e.inner().to_string()))
+}
+
+/// Runs Pingora's own checks on what [`read`] read.
+pub(in crate::config) fn resolve(server: ServerConf, p: &mut Problems) -> Option<ServerConf> {
+    p.take(server.validate().map_err(|e| {
         let detail = match &e.context {
             Some(c) => c.as_str().to_string(),
             None => e.to_string(),
         };
-        ConfigError::new("", format!("invalid server setting: {detail}"))
-    })
+        Problem::new("", format!("invalid server setting: {detail}"))
+    }))
 }
 
 fn root_path(p: &serde_path_to_error::Path) -> String {

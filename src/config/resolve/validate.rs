@@ -2,16 +2,16 @@
 //! names and the secrets they hold.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
-use crate::config::{ConfigError, Secret};
+use crate::config::{Problem, Secret, UpstreamUrl};
 
 /// How resolvers look up an environment variable (see [`crate::config::parse_str`]).
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-pub(super) fn parse_listen(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+/// A listen address: an IP address and port, no host name (nothing resolves it).
+pub(super) fn parse_listen(key: &str, s: &str) -> Result<SocketAddr, Problem> {
     s.trim().parse::<SocketAddr>().map_err(|_| {
-        ConfigError::new(
+        Problem::new(
             key,
             "must be an IP address and port such as 0.0.0.0:8080 or [::]:8080 (host names are \
              not accepted)",
@@ -19,48 +19,43 @@ pub(super) fn parse_listen(key: &str, s: &str) -> Result<SocketAddr, ConfigError
     })
 }
 
-pub(super) fn in_range(key: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ConfigError> {
+/// `v` if it is within `lo..=hi` (`hi` = `u64::MAX`: no upper bound).
+pub(super) fn in_range(key: &str, v: u64, lo: u64, hi: u64) -> Result<u64, Problem> {
     if v >= lo && v <= hi {
         Ok(v)
     } else if hi == u64::MAX {
-        Err(ConfigError::new(
+        Err(Problem::new(
             key,
             format!("must be at least {lo} (got {v})"),
         ))
     } else {
-        Err(ConfigError::new(
+        Err(Problem::new(
             key,
             format!("must be between {lo} and {hi} (got {v})"),
         ))
     }
 }
 
-pub(super) fn at_least_one_u32(key: &str, v: u64) -> Result<u32, ConfigError> {
+/// A count of at least one, held as `u32`.
+pub(super) fn at_least_one_u32(key: &str, v: u64) -> Result<u32, Problem> {
     let v = in_range(key, v, 1, u64::MAX)?;
     u32::try_from(v)
-        .map_err(|_| ConfigError::new(key, format!("must be at most {} (got {v})", u32::MAX)))
+        .map_err(|_| Problem::new(key, format!("must be at most {} (got {v})", u32::MAX)))
 }
 
-pub(super) fn to_usize(key: &str, v: u64) -> Result<usize, ConfigError> {
-    usize::try_from(v).map_err(|_| ConfigError::new(key, "is too large for this platform"))
+/// An `http(s)://` URL.
+pub(super) fn parse_url(key: &str, s: &str) -> Result<UpstreamUrl, Problem> {
+    UpstreamUrl::parse(s).map_err(|m| Problem::new(key, m))
 }
 
-pub(super) fn check_ca_file(key: &str, p: &str) -> Result<PathBuf, ConfigError> {
-    let path = PathBuf::from(p);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
-    let marker = b"-----BEGIN CERTIFICATE-----";
-    if !bytes.windows(marker.len()).any(|w| w == marker) {
-        return Err(ConfigError::new(
-            key,
-            format!("{} contains no PEM certificate", path.display()),
-        ));
-    }
-    Ok(path)
+/// [`in_range`], for a count or size held as `usize`.
+pub(super) fn usize_in_range(key: &str, v: u64, lo: u64, hi: u64) -> Result<usize, Problem> {
+    let v = in_range(key, v, lo, hi)?;
+    usize::try_from(v).map_err(|_| Problem::new(key, "is too large for this platform"))
 }
 
 /// Validates an environment variable name; `""` means "not configured".
-pub(super) fn env_var_name<'a>(key: &str, name: &'a str) -> Result<Option<&'a str>, ConfigError> {
+pub(super) fn env_var_name<'a>(key: &str, name: &'a str) -> Result<Option<&'a str>, Problem> {
     if name.is_empty() {
         return Ok(None);
     }
@@ -72,7 +67,7 @@ pub(super) fn env_var_name<'a>(key: &str, name: &'a str) -> Result<Option<&'a st
         Ok(Some(name))
     } else {
         // Deliberately not echoed: someone may have pasted the secret itself here.
-        Err(ConfigError::new(
+        Err(Problem::new(
             key,
             "must be the NAME of an environment variable ([A-Za-z_][A-Za-z0-9_]*), not a value",
         ))
@@ -85,11 +80,7 @@ fn header_safe(s: &str) -> bool {
 }
 
 /// One secret from `var`; `None` when unset or empty (surrounding whitespace is trimmed).
-pub(super) fn single_secret(
-    key: &str,
-    var: &str,
-    env: Env<'_>,
-) -> Result<Option<Secret>, ConfigError> {
+pub(super) fn single_secret(key: &str, var: &str, env: Env<'_>) -> Result<Option<Secret>, Problem> {
     let Some(value) = env(var) else {
         return Ok(None);
     };
@@ -98,7 +89,7 @@ pub(super) fn single_secret(
         return Ok(None);
     }
     if !header_safe(value) {
-        return Err(ConfigError::new(
+        return Err(Problem::new(
             key,
             format!(
                 "environment variable {var} contains characters not allowed in an HTTP header \
@@ -110,7 +101,7 @@ pub(super) fn single_secret(
 }
 
 /// Comma-separated secrets from `var`: split on ',', trim, drop empties. Empty when unset.
-pub(super) fn secret_list(key: &str, var: &str, env: Env<'_>) -> Result<Vec<Secret>, ConfigError> {
+fn secret_list(key: &str, var: &str, env: Env<'_>) -> Result<Vec<Secret>, Problem> {
     let Some(value) = env(var) else {
         return Ok(Vec::new());
     };
@@ -122,7 +113,7 @@ pub(super) fn secret_list(key: &str, var: &str, env: Env<'_>) -> Result<Vec<Secr
         .enumerate()
     {
         if !header_safe(item) {
-            return Err(ConfigError::new(
+            return Err(Problem::new(
                 key,
                 format!(
                     "environment variable {var}: entry {} contains characters not allowed in an \
@@ -134,4 +125,17 @@ pub(super) fn secret_list(key: &str, var: &str, env: Env<'_>) -> Result<Vec<Secr
         out.push(Secret::new(item));
     }
     Ok(out)
+}
+
+/// The comma-separated secrets in the variable an `*_env` key names, with that variable;
+/// neither when the key is empty (not configured). Empty when the variable is not set.
+pub(super) fn named_secret_list<'a>(
+    key: &str,
+    name: &'a str,
+    env: Env<'_>,
+) -> Result<(Option<&'a str>, Vec<Secret>), Problem> {
+    let Some(var) = env_var_name(key, name)? else {
+        return Ok((None, Vec::new()));
+    };
+    Ok((Some(var), secret_list(key, var, env)?))
 }
