@@ -4,7 +4,7 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
-/// A secret string that never prints: Debug and Display show "[redacted]".
+/// A secret string that never prints: Debug and Display show `[redacted]`.
 #[derive(Clone)]
 pub struct Secret(String);
 

@@ -43,7 +43,7 @@ pub struct UpstreamUrl {
     /// E.g. "/v1"; no trailing slash; "" for the root.
     pub base_path: String,
     /// "host", or "host:port" when the port is not the scheme's default; IPv6 hosts are
-    /// bracketed ("[::1]:8080") as the Host header requires.
+    /// bracketed (`[::1]:8080`) as the Host header requires.
     pub host_header: String,
 }
 
