@@ -61,6 +61,24 @@ fn broken_configs_fail_naming_the_key() {
 }
 
 #[test]
+fn every_bad_key_is_printed_on_its_own_line() {
+    let (code, out) = check("tests/fixtures/config/several_bad_keys.yaml", &[]);
+    assert_eq!(code, 1, "{out}");
+    for key in [
+        "gateway.listen",
+        "gateway.storage.write_behind_ms",
+        "gateway.gepa.online_prune_min_rollouts",
+    ] {
+        assert!(
+            out.lines().any(|line| line
+                .starts_with("gepa-gateway: configuration error: tests/fixtures/config/")
+                && line.contains(&format!(" {key}: "))),
+            "{key}: {out}"
+        );
+    }
+}
+
+#[test]
 fn a_missing_upstream_key_names_the_variable_not_a_value() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.yaml");

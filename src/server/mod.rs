@@ -30,7 +30,10 @@ pub fn run(opt: Opt) -> i32 {
     let config = match config::load_file(&path, &config::process_env) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("gepa-gateway: configuration error: {e}");
+            // One line per bad key, each with the prefix, so that every one is seen.
+            for problem in e.to_string().lines() {
+                eprintln!("gepa-gateway: configuration error: {problem}");
+            }
             return 1;
         }
     };
