@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gepa_gateway::gepa::allocation::{AllocationPolicy, ArmStats};
+use gepa_gateway::gepa::candidate::Candidate;
 use gepa_gateway::gepa::rollout_id;
 use gepa_gateway::gepa::selection::CandidateSelector;
 use gepa_gateway::gepa::store::CandidateRecord;
-use gepa_gateway::gepa::Candidate;
 use gepa_gateway::routes::route;
 use http::Method;
 use rand::SeedableRng;

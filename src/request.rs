@@ -1,7 +1,7 @@
 //! The state of one request as it passes through the gateway, and reading its body.
 //!
 //! Shared by the application ([`crate::gateway`]) and the edges that serve a route
-//! ([`crate::proxy`], the admin routes), so that none of them reaches back into another.
+//! (`crate::proxy`, the admin routes), so that none of them reaches back into another.
 
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
@@ -64,7 +64,7 @@ impl Default for RequestCtx {
 
 /// Reads the whole request body, refusing it (413) past `limit`, before reading if the
 /// declared Content-Length already says so. The outer `Err` is a client I/O failure.
-pub async fn read_body(
+pub(crate) async fn read_body(
     session: &mut Session,
     limit: usize,
 ) -> Result<std::result::Result<Bytes, ApiError>> {

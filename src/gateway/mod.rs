@@ -27,6 +27,8 @@ pub mod standalone;
 mod state;
 
 pub use services::{FatalError, ShutdownOnFatal};
+/// For the crate's benches, which build the state without a server.
+#[cfg(feature = "internals")]
 pub use state::GatewayState;
 
 use pingora_core::server::Server;
@@ -50,7 +52,7 @@ const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// one state.
 #[derive(Clone)]
 pub struct Gepa {
-    state: Arc<GatewayState>,
+    state: Arc<state::GatewayState>,
     fatal: FatalError,
 }
 
@@ -58,7 +60,7 @@ impl Gepa {
     /// GEPA from a validated `gateway` config section (see [`crate::config`]).
     pub fn new(config: GatewayConfig) -> Result<Self, String> {
         Ok(Gepa {
-            state: Arc::new(GatewayState::new(config)?),
+            state: Arc::new(state::GatewayState::new(config)?),
             fatal: FatalError::default(),
         })
     }
@@ -162,11 +164,5 @@ impl Gepa {
             store.flush_rollouts(EXIT_FLUSH_LIMIT);
         }
         crate::logging::flush_access();
-    }
-
-    /// The shared state, for the crate's own benches and tests.
-    #[doc(hidden)]
-    pub fn state(&self) -> &Arc<GatewayState> {
-        &self.state
     }
 }

@@ -1,5 +1,5 @@
 //! The standalone gateway: GEPA in an otherwise empty Pingora proxy. Every request is
-//! answered in `request_filter` (proxy calls included, see [`crate::proxy`]): GEPA's routes
+//! answered in `request_filter` (proxy calls included, see `crate::proxy`): GEPA's routes
 //! by [`Gepa`], health and readiness here, anything else with a 404.
 
 use async_trait::async_trait;
@@ -90,7 +90,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // Every request of the standalone gateway is its own, routed or not.
-        observe::request_done(&self.gepa.state().metrics, session, e, ctx);
+        observe::request_done(&self.gepa.state.metrics, session, e, ctx);
     }
 }
 
@@ -103,7 +103,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         route: &Route<'_>,
     ) -> Result<()> {
-        let state = self.gepa.state();
+        let state = &self.gepa.state;
         if let Some(err) = dispatch::handed_over(state, session, route) {
             return fail(session, ctx, err).await;
         }

@@ -31,16 +31,14 @@ pub mod settings;
 pub mod status;
 pub mod store;
 
-pub use candidate::{Candidate, CandidateStatus};
 pub use env::SessionEnv;
 pub use error::GepaError;
-pub use optimizer::{OptimizerConfig, ProposalJob, ProposalKind, ProposerStatus};
-pub use registry::{SessionPage, Sessions};
+pub use optimizer::{OptimizerConfig, ProposalJob};
+pub use registry::Sessions;
 pub use reward::{Reward, RewardReply, RewardRequest};
 pub use session::{
-    CallOutcome, CallTicket, CandidateMetrics, Rollout, Session, SessionDetail, SessionMetrics,
+    CallOutcome, CallTicket, Session, SessionDetail, SessionMetrics,
     SessionSummary,
 };
 pub use settings::{GepaSettings, NewSession};
 pub use status::{Status, Transition};
-pub use store::StateStore;

@@ -14,7 +14,7 @@ mod snapshot;
 
 use calls::CorrelationPin;
 pub use calls::{CallOutcome, CallTicket, Rollout};
-pub use snapshot::{CandidateMetrics, SessionDetail, SessionMetrics, SessionSummary};
+pub use snapshot::{SessionDetail, SessionMetrics, SessionSummary};
 
 use parking_lot::Mutex;
 use serde_json::Value;

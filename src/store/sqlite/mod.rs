@@ -30,6 +30,8 @@ mod schema;
 mod writer;
 
 pub use lock::check;
+/// For the crate's tests, which build databases of older versions.
+#[cfg(feature = "internals")]
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 use parking_lot::Mutex;
@@ -98,10 +100,6 @@ impl SqliteStore {
             probe,
             open: OnceLock::new(),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Takes the database's lock, opens it (migrating it forward) and starts the writer
