@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora_core::protocols::http::client::HttpSession as UpstreamSession;
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
-use pingora_http::ResponseHeader;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Instant;
@@ -176,11 +177,7 @@ async fn exchange(
     recorder: &mut Recorder<'_>,
 ) -> ExchangeEnd {
     let started = Instant::now();
-    let connected = match gw.upstream.build_request(session.req_header(), body) {
-        Ok(req) => gw.upstream.send(&req).await,
-        Err(e) => Err(e),
-    };
-    let (mut upstream, peer) = match connected {
+    let (mut upstream, peer) = match send(&gw.upstream, session.req_header(), body).await {
         Ok(pair) => pair,
         Err(api) => {
             ctx.upstream_ms = Some(started.elapsed());
@@ -198,11 +195,7 @@ async fn exchange(
     };
     let status = upstream_header.status.as_u16();
     ctx.upstream_status = Some(status);
-    let mut capture = ReplyCapture::new(
-        header_str(upstream_header, "content-type"),
-        header_str(upstream_header, "content-encoding"),
-        gw.capture_max_bytes,
-    );
+    let mut capture = reply_capture(upstream_header, gw.capture_max_bytes);
     let client_header =
         match client_response_header(upstream_header, &gepa_header_values(gepa, ticket)) {
             Ok(h) => h,
@@ -248,6 +241,25 @@ async fn fail_before_header(
     recorder.record(false, None);
     let res = respond::error(session, &api, gepa_headers).await;
     ExchangeEnd::failed(res.err())
+}
+
+/// Builds the upstream request and sends it, up to the response header.
+async fn send(
+    upstream: &Upstream,
+    client_header: &RequestHeader,
+    body: Bytes,
+) -> std::result::Result<(UpstreamSession, HttpPeer), ApiError> {
+    let request = upstream.build_request(client_header, body)?;
+    upstream.send(&request).await
+}
+
+/// A capture of the reply, in the response's content type and coding.
+fn reply_capture(upstream_header: &ResponseHeader, max_text_bytes: usize) -> ReplyCapture {
+    ReplyCapture::new(
+        header_str(upstream_header, "content-type"),
+        header_str(upstream_header, "content-encoding"),
+        max_text_bytes,
+    )
 }
 
 fn header_str<'a>(h: &'a ResponseHeader, name: &str) -> &'a str {
