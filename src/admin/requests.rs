@@ -524,4 +524,286 @@ mod tests {
             "invalid_json"
         );
     }
+
+    /// `e` is a 400 with `code` and `param`, and its message names the field and says `what`.
+    fn assert_refused(e: ApiError, (code, param, what): (&str, &str, &str), case: &str) {
+        assert_eq!(e.code(), code, "{case}");
+        let message = e.message();
+        assert!(message.contains(&format!("`{param}`")), "{case}: {message}");
+        assert!(message.contains(what), "{case}: {message}");
+        assert_eq!(param_of(e), param, "{case}");
+    }
+
+    /// `good()`, plus a user message, with one edit: `pointer=json` sets the value there, a
+    /// bare `pointer` removes it. `pl/` abbreviates `/config_body/prompt_learning/`.
+    fn edited(edit: &str) -> Value {
+        let (pointer, value) = match edit.split_once('=') {
+            Some((p, v)) => (p, Some(serde_json::from_str::<Value>(v).unwrap())),
+            None => (edit, None),
+        };
+        let pointer = match pointer.strip_prefix("pl/") {
+            Some(rest) => format!("/config_body/prompt_learning/{rest}"),
+            None => pointer.to_string(),
+        };
+        let mut body = good();
+        body["config_body"]["prompt_learning"]["initial_prompt"]["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role": "user", "pattern": "{text}"}));
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        match (body.pointer_mut(parent).unwrap(), value) {
+            (Value::Object(m), None) => drop(m.remove(key)),
+            (Value::Array(a), Some(v)) => a[key.parse::<usize>().unwrap()] = v,
+            (p, Some(v)) => p[key] = v,
+            (p, None) => panic!("cannot remove from {p}"),
+        }
+        body
+    }
+
+    const CONFIG: &str = "invalid_config";
+    const AN_OBJECT: &str = "must be an object";
+    const AT_PL: &str = "config_body.prompt_learning";
+    const AT_GEPA: &str = "config_body.prompt_learning.gepa";
+    const AT_PROMPT: &str = "config_body.prompt_learning.initial_prompt";
+    const AT_MESSAGES: &str = "config_body.prompt_learning.initial_prompt.messages";
+
+    /// Each edit of `good()` is refused with `(code, param, what the message says)`.
+    fn assert_edits_refused(expected: (&str, &str, &str), edits: &[&str]) {
+        for edit in edits {
+            assert_refused(create(edited(edit)).unwrap_err(), expected, edit);
+        }
+    }
+
+    #[test]
+    fn create_refuses_bad_objects_naming_them() {
+        // An array too: serde alone would read a struct from one, field by position.
+        let config = (CONFIG, "config_body", AN_OBJECT);
+        assert_edits_refused(config, &["/config_body=null", r#"/config_body=[{"x":{}}]"#]);
+        assert_edits_refused(
+            (CONFIG, AT_PL, AN_OBJECT),
+            &[r#"/config_body/prompt_learning=1"#],
+        );
+        assert_edits_refused((CONFIG, AT_GEPA, "is required"), &["pl/gepa"]);
+        assert_edits_refused((CONFIG, AT_GEPA, AN_OBJECT), &["pl/gepa=[]"]);
+        assert_edits_refused((CONFIG, AT_PROMPT, "is required"), &["pl/initial_prompt"]);
+        assert_edits_refused((CONFIG, AT_PROMPT, AN_OBJECT), &["pl/initial_prompt=[]"]);
+        let messages = (CONFIG, AT_MESSAGES, "must be an array");
+        assert_edits_refused(
+            messages,
+            &[
+                "pl/initial_prompt/messages",
+                "pl/initial_prompt/messages={}",
+            ],
+        );
+        assert_edits_refused(
+            ("invalid_metadata", "metadata", AN_OBJECT),
+            &["/metadata=[]"],
+        );
+        let mut b = good();
+        b["metadata"] = json!({"k": "v".repeat(MAX_METADATA_BYTES)});
+        let too_big = (
+            "invalid_metadata",
+            "metadata",
+            "must be at most 16384 bytes of JSON",
+        );
+        assert_refused(create(b).unwrap_err(), too_big, "big metadata");
+    }
+
+    #[test]
+    fn create_refuses_other_algorithms_and_modes() {
+        // `{"gepa": null}`: a unit enum would take it.
+        let algorithm = (
+            "unsupported_algorithm",
+            "config_body.prompt_learning.algorithm",
+            r#"must be "gepa""#,
+        );
+        assert_edits_refused(
+            algorithm,
+            &[
+                "pl/algorithm",
+                "pl/algorithm=null",
+                "pl/algorithm=1",
+                r#"pl/algorithm={"gepa":null}"#,
+            ],
+        );
+        let mode = (
+            "unsupported_mode",
+            "config_body.prompt_learning.gepa.mode",
+            r#"must be "online""#,
+        );
+        assert_edits_refused(mode, &["pl/gepa/mode", r#"pl/gepa/mode={"online":null}"#]);
+    }
+
+    #[test]
+    fn create_refuses_bad_settings_naming_them() {
+        const INT: &str = "must be a positive integer";
+        let setting = |key: &str| format!("pl/gepa/{key}");
+        for (key, bad) in [
+            ("online_proposer_max_candidates", "0"),
+            ("online_prune_min_rollouts", "-1"),
+            ("online_proposer_min_rollouts", "4294967296"),
+            ("online_proposer_min_rollouts", "3.0"),
+            ("online_proposer_min_rollouts", r#""3""#),
+            ("online_prune_threshold", r#""0.5""#),
+            ("proposer_model", r#"" \t""#),
+            ("proposer_model", "5"),
+        ] {
+            let what = match key {
+                "online_prune_threshold" => "must be a number",
+                "proposer_model" => "must be a non-empty model name",
+                _ => INT,
+            };
+            let param = format!("{AT_GEPA}.{key}");
+            assert_edits_refused(
+                (CONFIG, &param, what),
+                &[&format!("{}={bad}", setting(key))],
+            );
+        }
+        let mut b = good();
+        b["config_body"]["prompt_learning"]["gepa"]["proposer_model"] = json!("m".repeat(257));
+        let model = format!("{AT_GEPA}.proposer_model");
+        assert_refused(
+            create(b).unwrap_err(),
+            (CONFIG, &model, "model name"),
+            "257 bytes",
+        );
+    }
+
+    #[test]
+    fn create_refuses_bad_messages_naming_them() {
+        let (m0, m1) = (format!("{AT_MESSAGES}[0]"), format!("{AT_MESSAGES}[1]"));
+        let role = (
+            CONFIG,
+            m0.as_str(),
+            "must be an object with a string `role`",
+        );
+        let edits = [
+            r#"pl/initial_prompt/messages/0="system""#,
+            r#"pl/initial_prompt/messages/0=["system","x"]"#,
+            "pl/initial_prompt/messages/0/role",
+            "pl/initial_prompt/messages/0/role=1",
+        ];
+        assert_edits_refused(role, &edits);
+        let second = (CONFIG, m1.as_str(), "exactly one system message");
+        assert_edits_refused(
+            second,
+            &[r#"pl/initial_prompt/messages/1={"role":"system","pattern":"again"}"#],
+        );
+        let pattern = format!("{m0}.pattern");
+        let blank = (CONFIG, pattern.as_str(), "must be a non-empty string");
+        assert_edits_refused(
+            blank,
+            &[
+                "pl/initial_prompt/messages/0/pattern",
+                "pl/initial_prompt/messages/0/pattern=5",
+            ],
+        );
+    }
+
+    #[test]
+    fn create_accepts_nulls_limits_and_any_non_system_pattern() {
+        let mut b = edited("pl/initial_prompt/messages/1/pattern=5");
+        let gepa = &mut b["config_body"]["prompt_learning"]["gepa"];
+        gepa["online_proposer_min_rollouts"] = json!(null);
+        gepa["online_prune_threshold"] = json!(null);
+        gepa["online_prune_min_rollouts"] = json!(u32::MAX);
+        gepa["proposer_model"] = json!("m".repeat(256));
+        b["metadata"] = json!(null);
+        let (n, w) = create(b).unwrap();
+        assert_eq!(n.settings.online_proposer_min_rollouts, 10);
+        assert_eq!(n.settings.online_prune_threshold, 0.0);
+        assert_eq!(n.settings.online_prune_min_rollouts, u32::MAX);
+        assert_eq!(n.settings.proposer_model.len(), 256);
+        assert!(n.metadata.is_none());
+        assert_eq!(w.len(), 1, "{w:?}");
+        // A repeated key keeps its last value, as parsing into a `Value` always did.
+        let raw = br#"{"config_body":{"prompt_learning":{"algorithm":"x","algorithm":"gepa",
+            "gepa":{"mode":"online"},"initial_prompt":{"messages":[{"role":"system","pattern":"p"}]}}}}"#;
+        assert_eq!(create_raw(raw).unwrap().0.baseline_instruction, "p");
+    }
+
+    #[test]
+    fn create_warning_texts() {
+        let mut b = edited("pl/gepa/zz_typo=1");
+        b["config_body"]["prompt_learning"]["gepa"]["aa_typo"] = json!(null);
+        let (_, w) = create(b).unwrap();
+        let texts: Vec<(&str, &str)> = w.iter().map(|w| (w.code, w.message.as_str())).collect();
+        assert_eq!(
+            texts,
+            [
+                ("unknown_setting", "`config_body.prompt_learning.gepa.aa_typo` is not a known setting and is ignored"),
+                ("unknown_setting", "`config_body.prompt_learning.gepa.zz_typo` is not a known setting and is ignored"),
+                ("ignored_message", "`config_body.prompt_learning.initial_prompt.messages[1]` (role \"user\") is ignored: only the system message is optimized"),
+            ]
+        );
+    }
+
+    /// Each body is refused as `invalid_reward` with `param`, its message saying `what`.
+    fn assert_rewards_refused(param: &str, what: &str, bodies: &[&str]) {
+        for body in bodies {
+            let e = parse_reward(body.as_bytes()).unwrap_err();
+            assert_refused(e, ("invalid_reward", param, what), body);
+        }
+    }
+
+    #[test]
+    fn reward_refusals_name_code_param_and_field() {
+        let info = "reward_info";
+        let object = [r#"{"reward_info":[]}"#, r#"{"reward_info":5,"stop":true}"#];
+        assert_rewards_refused(info, "must be an object", &object);
+        assert_rewards_refused(info, "is required", &[r#"{"reward_info":null}"#]);
+        let outcome = "reward_info.outcome_reward";
+        let missing = r#"{"reward_info":{"outcome_reward":null}}"#;
+        assert_rewards_refused(outcome, "is required (a finite number)", &[missing]);
+        let not_numbers = [
+            r#"{"reward_info":{"outcome_reward":true}}"#,
+            r#"{"reward_info":{"outcome_reward":"x"},"stop":true}"#,
+        ];
+        assert_rewards_refused(outcome, "must be a finite number", &not_numbers);
+        let with = |field: &str, v: &str| {
+            format!(r#"{{"reward_info":{{"outcome_reward":1,"{field}":{v}}}}}"#)
+        };
+        let seeds = ["true", "[1]", "1.0"].map(|v| with("seed", v));
+        let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+        assert_rewards_refused("reward_info.seed", "must be an integer or a string", &seeds);
+        let long = with(
+            "feedback",
+            &format!("\"{}\"", "f".repeat(MAX_FEEDBACK_BYTES + 1)),
+        );
+        assert_rewards_refused("reward_info.feedback", "at most 65536 bytes", &[&long]);
+        let ok = r#""reward_info":{"outcome_reward":1}"#;
+        for (field, bad, what) in [
+            ("correlation_id", "5", "must be a string"),
+            ("candidate_id", "[]", "must be a string"),
+            ("stop", "1", "must be a boolean"),
+        ] {
+            assert_rewards_refused(field, what, &[&format!(r#"{{{ok},"{field}":{bad}}}"#)]);
+        }
+    }
+
+    #[test]
+    fn reward_accepts_seeds_nulls_and_a_bare_stop() {
+        let reward = |body: Value| parse_reward(body.to_string().as_bytes()).unwrap();
+        for seed in [json!("s"), json!(-5), json!(u64::MAX)] {
+            let r = reward(json!({"reward_info": {"outcome_reward": 1, "seed": seed}}));
+            assert_eq!(r.reward.unwrap().seed, Some(seed));
+        }
+        let fb = "f".repeat(MAX_FEEDBACK_BYTES);
+        let r = reward(json!({"reward_info": {"outcome_reward": 1, "feedback": fb}}));
+        assert_eq!(
+            r.reward.unwrap().feedback.map(|f| f.len()),
+            Some(MAX_FEEDBACK_BYTES)
+        );
+        let r = reward(
+            json!({"reward_info": {"outcome_reward": 1, "seed": null, "feedback": null},
+            "rollout_id": null, "correlation_id": null, "candidate_id": null, "stop": null}),
+        );
+        assert_eq!(r.reward.unwrap().seed, None);
+        assert!(!r.stop && r.rollout_id.is_none());
+        // A stop without an outcome ignores the rest of `reward_info`, as it always has.
+        let r = reward(json!({"stop": true, "reward_info": {"seed": 1.5, "feedback": 3}}));
+        assert!(r.stop && r.reward.is_none());
+        let r = reward(json!({"stop": true, "reward_info": {"outcome_reward": 0.5}}));
+        assert!(r.stop && r.reward.unwrap().outcome == 0.5);
+    }
 }
