@@ -24,6 +24,15 @@ pub fn authorization(headers: &http::HeaderMap) -> Option<&[u8]> {
         .map(|v| v.as_bytes())
 }
 
+/// What an authorized admin-API request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything: an admin token, or a loopback client when no admin token is configured.
+    Admin,
+    /// A reward-only token: rewards and prompt URLs, but not ending a session.
+    RewardOnly,
+}
+
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
 pub fn bearer_token(authorization: Option<&[u8]>) -> Option<&[u8]> {
     let value = authorization?;
@@ -57,17 +66,17 @@ impl Credentials {
         route: &Route<'_>,
         authorization: Option<&[u8]>,
         client_ip: Option<IpAddr>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Access, ApiError> {
         let token = bearer_token(authorization);
         if any_matches(&self.admin_tokens, token) {
-            return Ok(());
+            return Ok(Access::Admin);
         }
         let reward_scope = matches!(route, Route::Reward(_) | Route::PromptUrls(_));
         if reward_scope && any_matches(&self.reward_tokens, token) {
-            return Ok(());
+            return Ok(Access::RewardOnly);
         }
         if self.admin_tokens.is_empty() && is_loopback(client_ip) {
-            return Ok(());
+            return Ok(Access::Admin);
         }
         let message = if self.admin_tokens.is_empty() {
             "no admin token is configured: the admin API answers loopback clients only"

@@ -22,6 +22,8 @@ pub enum ApiError {
     },
     /// 401: missing or wrong credentials.
     Unauthorized { message: String },
+    /// 403: the credentials are valid but do not allow this request.
+    Forbidden { message: String },
     /// 404: unknown session, rollout or route.
     NotFound { code: &'static str, message: String },
     /// 405: the path exists but not for this method.
@@ -87,6 +89,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => 400,
             ApiError::Unauthorized { .. } => 401,
+            ApiError::Forbidden { .. } => 403,
             ApiError::NotFound { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::Conflict { .. } => 409,
@@ -106,6 +109,7 @@ impl ApiError {
             | ApiError::Conflict { code, .. }
             | ApiError::BadGateway { code, .. } => code,
             ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "body_too_large",
             ApiError::Unavailable { .. } => "unavailable",
@@ -118,6 +122,7 @@ impl ApiError {
     fn error_type(&self) -> &'static str {
         match self {
             ApiError::Unauthorized { .. } => "authentication_error",
+            ApiError::Forbidden { .. } => "permission_error",
             ApiError::Internal { .. }
             | ApiError::BadGateway { .. }
             | ApiError::Unavailable { .. }
@@ -130,6 +135,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { message, .. }
             | ApiError::Unauthorized { message }
+            | ApiError::Forbidden { message }
             | ApiError::NotFound { message, .. }
             | ApiError::Conflict { message, .. }
             | ApiError::BadGateway { message, .. }

@@ -483,6 +483,38 @@ async fn admin_auth() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(gw.get_session(&id).await["status"], "started");
+    // Ending the session is the admin's: a stop with the reward token is a 403 that changes
+    // nothing, neither the status nor the reward the same request carries.
+    let (_, second, _) = call(&gw, &gw.chat_url(&id)).await;
+    for body in [
+        json!({"stop": true}),
+        json!({"stop": true, "rollout_id": second, "reward_info": {"outcome_reward": 0.5}}),
+    ] {
+        let r = client
+            .post(gw.url(&format!("{SESSIONS}/{id}/reward")))
+            .bearer_auth("reward-only")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "forbidden");
+        assert!(v["error"]["message"].as_str().unwrap().contains("`stop`"));
+    }
+    let after = gw.get_session(&id).await;
+    assert_eq!(
+        (after["status"].clone(), after["reward_count"].clone()),
+        (json!("started"), json!(1)),
+        "nothing changed"
+    );
+    // The admin token may stop it, with the reward the reward token could not post.
+    let stop = json!({"stop": true, "rollout_id": second, "reward_info": {"outcome_reward": 0.5}});
+    let (status, v) = gw.reward(&id, stop).await;
+    assert_eq!(
+        (status, v["status"].clone(), v["reward_count"].clone()),
+        (200, json!("completed"), json!(2))
+    );
     // /healthz needs no auth.
     assert_eq!(
         client

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::sync::Arc;
 
+use crate::auth::Access;
 use crate::config::GepaDefaults;
 use crate::errors::ApiError;
 use crate::gepa::{Session, Sessions, Transition};
@@ -39,6 +40,7 @@ impl AdminApi {
         route: &Route<'_>,
         query: &str,
         body: &[u8],
+        access: Access,
     ) -> Result<Bytes, ApiError> {
         match route {
             Route::CreateSession => self.create(body),
@@ -53,6 +55,15 @@ impl AdminApi {
             Route::Reward(id) => {
                 let session = self.session(id)?;
                 let req = parse_reward(body)?;
+                if req.stop && access != Access::Admin {
+                    // Ending a session is an operator's decision (contract: 403, and the
+                    // reward in the same request is not recorded either).
+                    return Err(ApiError::Forbidden {
+                        message: "`stop` ends the session and needs the admin token; the \
+                                  reward-only token may only report rewards"
+                            .into(),
+                    });
+                }
                 to_json(&RewardView::new(&session.reward(req).await?))
             }
             Route::PromptUrls(id) => self.prompt_urls(id, query),

@@ -98,9 +98,10 @@ async fn serve_admin(
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    if let Err(e) = gw.credentials.authorize_admin(route, auth, client_ip) {
-        return fail(session, ctx, e).await;
-    }
+    let access = match gw.credentials.authorize_admin(route, auth, client_ip) {
+        Ok(access) => access,
+        Err(e) => return fail(session, ctx, e).await,
+    };
     let body = match read_body(session, MAX_ADMIN_BODY).await? {
         Ok(b) => b,
         Err(e) => return fail(session, ctx, e).await,
@@ -115,7 +116,7 @@ async fn serve_admin(
     {
         ctx.session_id = Some((*id).into());
     }
-    match gw.admin.handle(route, query, &body).await {
+    match gw.admin.handle(route, query, &body, access).await {
         Ok(body) => respond::json(session, 200, body, &[]).await,
         Err(e) => fail(session, ctx, e).await,
     }
