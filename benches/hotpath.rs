@@ -81,7 +81,9 @@ fn bench_selection(c: &mut Criterion) {
                     parent_ids: vec![],
                     created_at: time::OffsetDateTime::UNIX_EPOCH,
                     archived: false,
+                    archived_reason: None,
                     issued: 100,
+                    calls_failed: 0,
                 }))
             })
             .collect();

@@ -214,6 +214,7 @@ struct SessionFamilies {
     rewards: IntCounterVec,
     reward_sum: GaugeVec,
     mean: GaugeVec,
+    failures_per_candidate: IntCounterVec,
     candidates: IntGaugeVec,
     proposals: IntCounterVec,
     failures: IntCounterVec,
@@ -260,6 +261,14 @@ impl SessionFamilies {
                 ),
                 &sc,
             )?,
+            failures_per_candidate: IntCounterVec::new(
+                opts(
+                    "gepa_candidate_failures_total",
+                    "Calls the upstream refused or broke (a 4xx other than 429, a 5xx, a \
+                     timeout, a refused or broken connection), per session and candidate.",
+                ),
+                &sc,
+            )?,
             candidates: IntGaugeVec::new(
                 opts("gepa_candidates", "Candidates per session by status."),
                 &["session", "status"],
@@ -293,6 +302,9 @@ impl SessionFamilies {
             self.reward_sum
                 .with_label_values(&l)
                 .set(c.stats.reward_sum);
+            self.failures_per_candidate
+                .with_label_values(&l)
+                .inc_by(c.failures);
             if c.stats.rewards > 0 {
                 self.mean
                     .with_label_values(&l)
@@ -320,11 +332,12 @@ impl SessionFamilies {
     /// The families that have series (a family without any is left out of the exposition).
     fn collect(self) -> Vec<prometheus::proto::MetricFamily> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 8] = [
+        let collectors: [&dyn Collector; 9] = [
             &self.rollouts,
             &self.rewards,
             &self.reward_sum,
             &self.mean,
+            &self.failures_per_candidate,
             &self.candidates,
             &self.proposals,
             &self.failures,

@@ -23,6 +23,7 @@ use crate::auth::{authorization, Credentials};
 use crate::capture::ReplyCapture;
 use crate::errors::ApiError;
 use crate::gepa::Sessions;
+use crate::gepa::candidate::CallVerdict;
 use crate::gepa::{CallOutcome, CallTicket, Session as GepaSession};
 use crate::request::{read_body, RequestCtx};
 use crate::respond::{self, fail};
@@ -104,7 +105,9 @@ pub async fn serve(
         &mut recorder,
     )
     .await;
-    recorder.record(false, None); // no-op unless the exchange ended without recording
+    // A no-op unless the exchange ended without recording: the client went away, or the
+    // upstream's header could not be passed on. Neither says anything of the candidate.
+    recorder.record(CallVerdict::Inconclusive, None);
     end.client_error.map_or(Ok(()), Err)
 }
 
@@ -118,10 +121,14 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    fn record(&mut self, ok: bool, output: Option<String>) {
+    fn record(&mut self, verdict: CallVerdict, output: Option<String>) {
         if let Some(input) = self.input.take() {
-            self.gepa
-                .finish_call(self.rollout_id, CallOutcome { ok, input, output });
+            let outcome = CallOutcome {
+                verdict,
+                input,
+                output,
+            };
+            self.gepa.finish_call(self.rollout_id, outcome);
         }
     }
 }
@@ -206,15 +213,18 @@ async fn exchange(
     }
     let last_chunk = match relay_body(session, &mut upstream, &mut capture, ctx).await {
         Ok(last) => last,
-        Err(e) => {
+        Err(broken) => {
             ctx.upstream_ms = Some(started.elapsed());
             ctx.error_code = Some("stream_broken");
-            return ExchangeEnd::failed(Some(e));
+            return ExchangeEnd::failed(Some(broken.into_error(recorder)));
         }
     };
     ctx.upstream_ms = Some(started.elapsed());
-    let ok = (200..300).contains(&status);
-    recorder.record(ok, if ok { capture.finish() } else { None });
+    let verdict = verdict_of_status(status);
+    let output = (verdict == CallVerdict::Succeeded)
+        .then(|| capture.finish())
+        .flatten();
+    recorder.record(verdict, output);
     // The connection goes back to the pool before the client sees the end: a client
     // whose next call follows at once then finds it there (released after, the next call
     // raced the release and often opened a new connection).
@@ -238,7 +248,13 @@ async fn fail_before_header(
     api: ApiError,
 ) -> ExchangeEnd {
     ctx.error_code = Some(api.code());
-    recorder.record(false, None);
+    // The upstream could not be reached, timed out or broke the exchange: the candidate's
+    // call failed. Anything else (a request the gateway could not build) is not its doing.
+    let verdict = match api {
+        ApiError::BadGateway { .. } | ApiError::GatewayTimeout { .. } => CallVerdict::Failed,
+        _ => CallVerdict::Inconclusive,
+    };
+    recorder.record(verdict, None);
     let res = respond::error(session, &api, gepa_headers).await;
     ExchangeEnd::failed(res.err())
 }
@@ -311,8 +327,13 @@ async fn relay_body(
     upstream: &mut UpstreamSession,
     capture: &mut ReplyCapture,
     ctx: &mut RequestCtx,
-) -> Result<Option<Bytes>> {
-    while let Some(chunk) = upstream.read_response_body().await? {
+) -> std::result::Result<Option<Bytes>, BrokenStream> {
+    loop {
+        let chunk = match upstream.read_response_body().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(BrokenStream::ByUpstream(e)),
+        };
         capture.feed(&chunk);
         ctx.bytes_out += chunk.len();
         if upstream.response_done() {
@@ -320,9 +341,42 @@ async fn relay_body(
             // hold it back until the call's outcome is booked.
             return Ok(Some(chunk));
         }
-        session.write_response_body(Some(chunk), false).await?;
+        if let Err(e) = session.write_response_body(Some(chunk), false).await {
+            return Err(BrokenStream::ByClient(e));
+        }
     }
-    Ok(None)
+}
+
+/// Which side broke a response midway.
+enum BrokenStream {
+    /// The upstream: the candidate's call failed.
+    ByUpstream(Box<Error>),
+    /// The client went away: nothing to hold against the candidate.
+    ByClient(Box<Error>),
+}
+
+impl BrokenStream {
+    /// Books the call's outcome and hands back the error that closes the client's
+    /// connection.
+    fn into_error(self, recorder: &mut Recorder<'_>) -> Box<Error> {
+        let (verdict, e) = match self {
+            BrokenStream::ByUpstream(e) => (CallVerdict::Failed, e),
+            BrokenStream::ByClient(e) => (CallVerdict::Inconclusive, e),
+        };
+        recorder.record(verdict, None);
+        e
+    }
+}
+
+/// What an upstream status says of the candidate's call: 2xx succeeded; 429 (the
+/// upstream's rate limit) says nothing of the candidate; any other 4xx or 5xx failed.
+fn verdict_of_status(status: u16) -> CallVerdict {
+    match status {
+        200..=299 => CallVerdict::Succeeded,
+        429 => CallVerdict::Inconclusive,
+        400..=599 => CallVerdict::Failed,
+        _ => CallVerdict::Inconclusive,
+    }
 }
 
 #[cfg(test)]

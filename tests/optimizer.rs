@@ -218,3 +218,115 @@ async fn without_a_proposer_key_the_proposer_is_disabled_and_says_why() {
         .unwrap()
         .contains("api_key_env"));
 }
+
+/// One proxied call; returns (status, candidate id). `mock_mode` is the mock's `x-mock`.
+async fn call_any(gw: &Gateway, id: &str, mock_mode: Option<&str>) -> (u16, String) {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let auth = format!("Bearer {CLIENT_KEY}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(mode) = mock_mode {
+        headers.push(("x-mock", mode));
+    }
+    let (status, h, _) = post_chat(&gw.chat_url(id), body.to_string(), &headers).await;
+    (
+        status,
+        h["x-gepa-candidate-id"].to_str().unwrap().to_string(),
+    )
+}
+
+/// A session whose proposer has added one candidate, "Improved instruction 1".
+async fn session_with_a_proposal(gw: &Gateway) -> String {
+    let id = create(gw, 3).await;
+    for i in 0..3 {
+        let (rollout, _) = call(gw, &id, &format!("question {i}")).await;
+        reward(gw, &id, &rollout, 0.2, "be more specific", i).await;
+    }
+    wait_for(gw, &id, "a new candidate", |v| {
+        v["candidates"].as_array().unwrap().len() == 2
+    })
+    .await;
+    id
+}
+
+const PROPOSED: &str = "Improved instruction 1";
+
+#[tokio::test]
+async fn a_candidate_the_upstream_refuses_stops_being_served_after_five_failed_calls() {
+    let (mock, mut gw) = start().await;
+    let id = session_with_a_proposal(&gw).await;
+    mock.refuse_instruction(PROPOSED);
+    let mut refused = 0;
+    for _ in 0..40 {
+        let (status, candidate) = call_any(&gw, &id, None).await;
+        if candidate == "baseline" {
+            assert_eq!(status, 200);
+        } else {
+            assert_eq!(status, 400, "the upstream's refusal reaches the client");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused <= 5,
+        "{refused} calls went to the refused candidate"
+    );
+    assert_eq!(mock.requests_with_instruction(PROPOSED), refused);
+    let v = gw.get_session(&id).await;
+    let proposed = &v["candidates"][1];
+    assert_eq!(proposed["status"], "archived", "{v}");
+    assert_eq!(proposed["archived_reason"], "upstream_failures");
+    assert_eq!(proposed["failure_count"], refused);
+    assert_eq!(v["candidates"][0]["failure_count"], 0);
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cid = proposed["candidate_id"].as_str().unwrap();
+    let series =
+        format!("gepa_candidate_failures_total{{candidate=\"{cid}\",session=\"{id}\"}} {refused}");
+    assert!(metrics.contains(&series), "{series} in\n{metrics}");
+
+    // The archive was committed before it took effect: after a crash (kill -9) and a
+    // restart it is still archived, for the same reason.
+    gw.kill9_and_restart().await;
+    let v = gw.get_session(&id).await;
+    assert_eq!(v["candidates"][1]["status"], "archived");
+    assert_eq!(v["candidates"][1]["archived_reason"], "upstream_failures");
+    for _ in 0..10 {
+        assert_eq!(
+            call_any(&gw, &id, None).await,
+            (200, "baseline".to_string())
+        );
+    }
+    assert_eq!(mock.requests_with_instruction(PROPOSED), refused);
+}
+
+#[tokio::test]
+async fn an_upstream_outage_that_fails_every_candidate_archives_nothing() {
+    let (_mock, gw) = start().await;
+    let id = session_with_a_proposal(&gw).await;
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let (status, candidate) = call_any(&gw, &id, Some("status-500")).await;
+        assert_eq!(status, 500);
+        served.insert(candidate);
+    }
+    assert_eq!(served.len(), 2, "both candidates were tried: {served:?}");
+    let v = gw.get_session(&id).await;
+    for c in v["candidates"].as_array().unwrap() {
+        assert_eq!(c["status"], "active", "{v}");
+        assert!(c["archived_reason"].is_null());
+    }
+    let failures: u64 = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["failure_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(failures, 40);
+    // The upstream recovers: both serve again.
+    for _ in 0..20 {
+        assert_eq!(call_any(&gw, &id, None).await.0, 200);
+    }
+}

@@ -99,9 +99,13 @@ struct CandidateView<'a> {
     parent_id: Option<&'a String>,
     parent_ids: &'a [String],
     status: &'static str,
+    /// Why it stopped being served: `low_reward`, `replaced` or `upstream_failures`.
+    archived_reason: Option<&'static str>,
     rollout_count: u64,
     reward_count: u64,
     avg_reward: Option<f64>,
+    /// Its calls the upstream refused or broke (429s and abandoned calls not counted).
+    failure_count: u64,
     created_at: String,
 }
 
@@ -118,9 +122,11 @@ impl<'a> CandidateView<'a> {
                 CandidateStatus::Active => "active",
                 CandidateStatus::Archived => "archived",
             },
+            archived_reason: c.archived_reason().map(|r| r.as_str()),
             rollout_count: stats.issued,
             reward_count: stats.rewards,
             avg_reward: (stats.rewards > 0).then(|| stats.reward_sum / stats.rewards as f64),
+            failure_count: c.calls().failed,
             created_at: rfc3339(c.created_at),
         }
     }

@@ -6,9 +6,11 @@
 
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::time::Instant;
 use time::OffsetDateTime;
 
 use super::allocation::{confidence_bounds, ArmStats};
+use super::status::ArchiveReason;
 use super::store::CandidateRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +29,34 @@ pub struct Candidate {
     pub parent_ids: Vec<String>,
     pub created_at: OffsetDateTime,
     status: Mutex<CandidateStatus>,
+    /// Why it was archived, while it is.
+    archived_reason: Mutex<Option<ArchiveReason>>,
     stats: Mutex<ArmStats>,
+    calls: Mutex<CallStats>,
+}
+
+/// How a candidate's proxied calls ended, for failure-aware serving
+/// (`session::failures`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    pub succeeded: u64,
+    /// Calls the upstream refused or broke (see [`CallVerdict::Failed`]).
+    pub failed: u64,
+    /// Failed calls in a row, and when the first of them ended.
+    pub streak: u32,
+    pub streak_since: Option<Instant>,
+}
+
+/// How one proxied call ended, as far as the candidate that served it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallVerdict {
+    /// 2xx, and the whole response reached the client.
+    Succeeded,
+    /// The upstream refused or broke the call: a 4xx other than 429, a 5xx, a timeout, a
+    /// refused or broken connection. Held against the candidate.
+    Failed,
+    /// Neither: rate limited (429), or the client went away. Not the candidate's doing.
+    Inconclusive,
 }
 
 impl Candidate {
@@ -38,6 +67,8 @@ impl Candidate {
             parent_ids,
             created_at: OffsetDateTime::now_utc(),
             status: Mutex::new(CandidateStatus::Active),
+            archived_reason: Mutex::new(None),
+            calls: Mutex::new(CallStats::default()),
             stats: Mutex::new(ArmStats {
                 issued: 0,
                 rewards: 0,
@@ -55,9 +86,11 @@ impl Candidate {
             ..c
         };
         if record.archived {
-            c.archive();
+            *c.status.lock() = CandidateStatus::Archived;
+            *c.archived_reason.lock() = record.archived_reason;
         }
         c.stats.lock().issued = record.issued;
+        c.calls.lock().failed = record.calls_failed;
         c
     }
 
@@ -69,7 +102,9 @@ impl Candidate {
             parent_ids: self.parent_ids.clone(),
             created_at: self.created_at,
             archived: !self.is_active(),
+            archived_reason: self.archived_reason(),
             issued: self.stats().issued,
+            calls_failed: self.calls().failed,
         }
     }
 
@@ -89,8 +124,43 @@ impl Candidate {
         self.status() == CandidateStatus::Active
     }
 
-    pub(super) fn archive(&self) {
+    pub(super) fn archive(&self, reason: ArchiveReason) {
         *self.status.lock() = CandidateStatus::Archived;
+        *self.archived_reason.lock() = Some(reason);
+    }
+
+    /// Why it was archived, while it is.
+    pub fn archived_reason(&self) -> Option<ArchiveReason> {
+        *self.archived_reason.lock()
+    }
+
+    pub fn calls(&self) -> CallStats {
+        *self.calls.lock()
+    }
+
+    /// Counts how one of its calls ended, at `now`.
+    pub(super) fn record_call(&self, verdict: CallVerdict, now: Instant) {
+        let mut calls = self.calls.lock();
+        match verdict {
+            CallVerdict::Succeeded => {
+                calls.succeeded += 1;
+                calls.streak = 0;
+                calls.streak_since = None;
+            }
+            CallVerdict::Failed => {
+                calls.failed += 1;
+                calls.streak += 1;
+                calls.streak_since.get_or_insert(now);
+            }
+            CallVerdict::Inconclusive => {}
+        }
+    }
+
+    /// Forgets a run of failures that were not its own (an outage hit every candidate).
+    pub(super) fn forgive_streak(&self) {
+        let mut calls = self.calls.lock();
+        calls.streak = 0;
+        calls.streak_since = None;
     }
 
     pub fn stats(&self) -> ArmStats {

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::reward::Reward;
 use super::settings::GepaSettings;
-use super::status::Status;
+use super::status::{ArchiveReason, Status};
 use crate::rewrite::CapturedMessage;
 
 /// Why a store write failed. The message names the cause, never a secret.
@@ -52,8 +52,14 @@ pub struct CandidateRecord {
     pub parent_ids: Vec<String>,
     pub created_at: OffsetDateTime,
     pub archived: bool,
+    /// Why it was archived; `None` while active, and for candidates archived before the
+    /// reason was kept (schema 2).
+    pub archived_reason: Option<ArchiveReason>,
     /// Rollouts it served (as far as their records were flushed).
     pub issued: u64,
+    /// Its failed calls, as far as its rollouts' records were flushed (restore only; a
+    /// rollout record counts a rate-limited or abandoned call as failed too).
+    pub calls_failed: u64,
 }
 
 /// One rollout's record, written behind when one of its calls ends. The ids and the
@@ -138,8 +144,13 @@ pub trait StateStore: Send + Sync {
         session_id: &str,
         candidate: &CandidateRecord,
     ) -> Result<(), StoreError>;
-    /// A candidate archived by pruning, before it stops serving.
-    fn candidate_archived(&self, session_id: &str, candidate_id: &str) -> Result<(), StoreError>;
+    /// A candidate archived (pruned, replaced, failing), before it stops serving.
+    fn candidate_archived(
+        &self,
+        session_id: &str,
+        candidate_id: &str,
+        reason: ArchiveReason,
+    ) -> Result<(), StoreError>;
     /// A finished call's rollout record, write-behind: must not block.
     fn rollout_finished(&self, rollout: RolloutRecord);
 }

@@ -5,6 +5,7 @@ use crate::gepa::store::{
     CandidateRecord, RewardCommit, RewardWrite, RolloutRecord, SessionRecord, StateStore,
     StoreError, StoredRollout,
 };
+use crate::gepa::status::ArchiveReason;
 use crate::gepa::Status;
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +47,7 @@ impl StateStore for MemoryStore {
     fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
         Ok(())
     }
-    fn candidate_archived(&self, _: &str, _: &str) -> Result<(), StoreError> {
+    fn candidate_archived(&self, _: &str, _: &str, _: ArchiveReason) -> Result<(), StoreError> {
         Ok(())
     }
     fn rollout_finished(&self, _: RolloutRecord) {}

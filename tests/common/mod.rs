@@ -48,6 +48,9 @@ struct MockShared {
     proposer_fails: std::sync::atomic::AtomicBool,
     /// Released by the test to let a gated SSE stream send its remaining events.
     gate: Notify,
+    /// Calls whose system message is this get a 400, as an upstream whose filter refuses
+    /// one instruction would answer.
+    refused_instruction: Mutex<Option<String>>,
 }
 
 /// The mock upstream. The client picks the behaviour with an `x-mock` request header,
@@ -118,6 +121,19 @@ impl MockUpstream {
             .into_iter()
             .filter(is_proposer_request)
             .collect()
+    }
+
+    /// From now on, calls whose system message is `instruction` get a 400.
+    pub fn refuse_instruction(&self, instruction: &str) {
+        *self.shared.refused_instruction.lock().unwrap() = Some(instruction.to_string());
+    }
+
+    /// Requests whose system message is `instruction`.
+    pub fn requests_with_instruction(&self, instruction: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| system_message(r).as_deref() == Some(instruction))
+            .count()
     }
 
     pub fn fail_proposer(&self, fail: bool) {
@@ -202,6 +218,13 @@ async fn handle(
         );
         return Ok(json_resp(200, completion_json(&reply)));
     }
+    let refused = shared.refused_instruction.lock().unwrap().clone();
+    if refused.is_some() && recorded.as_ref().and_then(system_message) == refused {
+        return Ok(json_resp(
+            400,
+            json!({"error": {"message": "this instruction is refused", "type": "invalid_request_error"}}),
+        ));
+    }
     match mode.as_str() {
         "" => Ok(json_resp(200, completion_json(MOCK_REPLY))),
         "status-500" | "status-429" => {
@@ -235,6 +258,13 @@ async fn handle(
 }
 
 /// The proposer's reflection and merge prompts end with a "## Your task" section.
+/// The content of a chat request's first message when it is the system message.
+pub fn system_message(r: &Recorded) -> Option<String> {
+    let body: Value = serde_json::from_slice(&r.body).ok()?;
+    let first = &body["messages"][0];
+    (first["role"] == "system").then(|| first["content"].as_str().map(str::to_string))?
+}
+
 pub fn is_proposer_request(r: &Recorded) -> bool {
     String::from_utf8_lossy(&r.body).contains("## Your task")
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::{Session, SessionState};
-use crate::gepa::candidate::Candidate;
+use crate::gepa::candidate::{CallVerdict, Candidate};
 use crate::gepa::error::GepaError;
 use crate::gepa::optimizer;
 use crate::gepa::reward::Reward;
@@ -52,8 +52,7 @@ impl Rollout {
 /// The result of one proxied call, reported by the proxy when the exchange ends.
 #[derive(Debug, Clone)]
 pub struct CallOutcome {
-    /// The upstream answered 2xx and the whole response reached the client.
-    pub ok: bool,
+    pub verdict: CallVerdict,
     pub input: Vec<CapturedMessage>,
     pub output: Option<String>,
 }
@@ -142,9 +141,10 @@ impl Session {
     /// Records how a call that [`Session::begin_call`] started ended.
     pub fn finish_call(&self, rollout_id: &Arc<str>, outcome: CallOutcome) {
         let mut st = self.state.lock();
+        let verdict = outcome.verdict;
         if let Some(r) = st.rollouts.get_mut(&**rollout_id) {
             r.calls_in_flight = r.calls_in_flight.saturating_sub(1);
-            if outcome.ok {
+            if verdict == CallVerdict::Succeeded {
                 r.calls_ok += 1;
                 r.output = outcome.output;
             } else {
@@ -162,12 +162,15 @@ impl Session {
                 input: r.input.clone(),
                 output: r.output.clone(),
             });
+            let served = r.candidate.clone();
+            self.judge_call(&mut st, &served, verdict, Instant::now());
         }
     }
 }
 
 impl SessionState {
-    /// The candidates this status may serve (contract table): active ones while running,
+    /// The candidates this status may serve (contract table): active ones while running
+    /// (but not those suspended for failing, see [`super::failures`]),
     /// the best (else the baseline) once completed, the baseline once cancelled.
     pub(super) fn servable(&self) -> Vec<Arc<Candidate>> {
         let baseline = || {
@@ -178,12 +181,13 @@ impl SessionState {
                 .collect()
         };
         match self.status {
-            Status::Started | Status::Paused => self
-                .candidates
-                .iter()
-                .filter(|c| c.is_active())
-                .cloned()
-                .collect(),
+            Status::Started | Status::Paused => self.not_suspended(
+                self.candidates
+                    .iter()
+                    .filter(|c| c.is_active())
+                    .cloned()
+                    .collect(),
+            ),
             Status::Completed => match optimizer::best_candidate(&self.candidates) {
                 Some((c, _)) => vec![c],
                 None => baseline(),

@@ -1,12 +1,14 @@
 //! One session: its state, its lifecycle, and the files that act on it.
 //!
 //! - [`calls`]: proxied calls, their rollouts and correlation pins;
+//! - [`failures`]: candidates whose upstream calls fail stop being served;
 //! - [`rewards`]: rewards under the contract's rules;
 //! - [`proposals`]: when a proposal is due, its outcome, pruning;
 //! - [`restore`]: rebuilding a session from the store's records;
 //! - [`snapshot`]: consistent copies of the state for the API and the metrics.
 
 mod calls;
+mod failures;
 mod proposals;
 mod restore;
 mod rewards;
@@ -27,7 +29,7 @@ use super::env::SessionEnv;
 use super::error::GepaError;
 use super::optimizer::OptimizerState;
 use super::settings::{GepaSettings, NewSession};
-use super::status::{Status, Transition};
+use super::status::{ArchiveReason, Status, Transition};
 use super::store::{SessionRecord, StoreError};
 use tokio::sync::watch;
 
@@ -149,6 +151,33 @@ impl Session {
         st.status = next;
         st.updated_at = OffsetDateTime::now_utc();
         Ok(())
+    }
+
+    /// Archives `candidate` for `reason`: persisted first, then it stops serving. `false`
+    /// when the store refused (it then goes on serving; the next occasion tries again).
+    pub(super) fn archive(&self, candidate: &Candidate, reason: ArchiveReason) -> bool {
+        let stored = self
+            .env
+            .store
+            .candidate_archived(&self.id, &candidate.id, reason);
+        if let Err(e) = &stored {
+            log::warn!(
+                "session {}: candidate {} not archived ({}): {}",
+                self.id,
+                candidate.id,
+                reason.as_str(),
+                e.0
+            );
+            return false;
+        }
+        candidate.archive(reason);
+        log::info!(
+            "session {}: candidate {} archived ({})",
+            self.id,
+            candidate.id,
+            reason.as_str()
+        );
+        true
     }
 
     /// Applies a transition under the session's lock (persisted first).

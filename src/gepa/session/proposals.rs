@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::{Session, SessionState};
 use crate::gepa::candidate::Candidate;
 use crate::gepa::optimizer::{self, ProposalJob};
-use crate::gepa::status::Status;
+use crate::gepa::status::{ArchiveReason, Status};
 
 impl Session {
     /// Whether the proposal trigger fires (see [`super::optimizer`]).
@@ -40,11 +40,9 @@ impl Session {
         if !self.pool_has_free_slot(&st) {
             // A full pool replaces its weakest judged candidate instead of freezing.
             let weakest = self.replaceable(&st)?;
-            self.env
-                .store
-                .candidate_archived(&self.id, &weakest.id)
-                .ok()?;
-            weakest.archive();
+            if !self.archive(&weakest, ArchiveReason::Replaced) {
+                return None;
+            }
         }
         let SessionState {
             candidates,
@@ -118,9 +116,7 @@ impl Session {
             self.settings.online_prune_min_rollouts,
         );
         for c in losers {
-            if self.env.store.candidate_archived(&self.id, &c.id).is_ok() {
-                c.archive();
-            }
+            self.archive(&c, ArchiveReason::LowReward);
         }
     }
 }

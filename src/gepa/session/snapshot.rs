@@ -56,6 +56,8 @@ pub struct CandidateMetrics {
     pub id: Arc<str>,
     pub active: bool,
     pub stats: ArmStats,
+    /// Calls the upstream refused or broke.
+    pub failures: u64,
 }
 
 impl Session {
@@ -107,6 +109,7 @@ impl Session {
                     id: c.id.clone(),
                     active: c.is_active(),
                     stats: c.stats(),
+                    failures: c.calls().failed,
                 })
                 .collect(),
             proposals: st.optimizer.status.proposals(),

@@ -7,7 +7,9 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::errors::ApiError;
+use crate::gepa::candidate::CallVerdict;
 use crate::gepa::optimizer::{OptimizerConfig, MIN_REWARDS_FOR_BEST};
+use crate::gepa::status::ArchiveReason;
 use crate::gepa::reward::{Reward, RewardRequest};
 use crate::gepa::selection::CandidateSelector;
 use crate::gepa::settings::{GepaSettings, NewSession};
@@ -91,7 +93,7 @@ fn ok_call(s: &Session, corr: Option<&str>) -> CallTicket {
     s.finish_call(
         &t.rollout_id,
         CallOutcome {
-            ok: true,
+            verdict: CallVerdict::Succeeded,
             input: vec![],
             output: Some("hi".into()),
         },
@@ -167,7 +169,7 @@ async fn failed_rollout_cannot_be_rewarded_but_in_flight_can() {
     s.finish_call(
         &t.rollout_id,
         CallOutcome {
-            ok: false,
+            verdict: CallVerdict::Failed,
             input: vec![],
             output: None,
         },
@@ -310,7 +312,7 @@ impl StateStore for BrokenStore {
     fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
-    fn candidate_archived(&self, _: &str, _: &str) -> Result<(), StoreError> {
+    fn candidate_archived(&self, _: &str, _: &str, _: ArchiveReason) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
     fn rollout_finished(&self, _: RolloutRecord) {}
@@ -345,7 +347,7 @@ impl StateStore for GatedStore {
     fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
         Ok(())
     }
-    fn candidate_archived(&self, _: &str, _: &str) -> Result<(), StoreError> {
+    fn candidate_archived(&self, _: &str, _: &str, _: ArchiveReason) -> Result<(), StoreError> {
         Ok(())
     }
     fn rollout_finished(&self, _: RolloutRecord) {}
@@ -485,4 +487,130 @@ async fn proposals_only_while_started_and_at_the_threshold() {
                 .contains("duplicate"));
         }
     }
+}
+
+/// Adds an active candidate to `s`, as an accepted proposal would.
+fn add_candidate(s: &Session, id: &str, instruction: &str) -> Arc<Candidate> {
+    let c = Arc::new(Candidate::new(id.into(), instruction.into(), vec![]));
+    s.state.lock().candidates.push(c.clone());
+    c
+}
+
+/// Serves one call and ends it as `verdict_for` says for the candidate that served it.
+fn serve(s: &Session, verdict_for: &dyn Fn(&str) -> CallVerdict) -> CallTicket {
+    let t = s.begin_call(None).unwrap();
+    let verdict = verdict_for(&t.candidate_id);
+    let output = (verdict == CallVerdict::Succeeded).then(|| "hi".to_string());
+    s.finish_call(
+        &t.rollout_id,
+        CallOutcome {
+            verdict,
+            input: vec![],
+            output,
+        },
+    );
+    t
+}
+
+fn failing(id: &'static str) -> impl Fn(&str) -> CallVerdict {
+    move |served| {
+        if served == id {
+            CallVerdict::Failed
+        } else {
+            CallVerdict::Succeeded
+        }
+    }
+}
+
+#[test]
+fn a_candidate_the_upstream_refuses_is_served_at_most_five_times_then_archived() {
+    let s = session();
+    let bad = add_candidate(&s, "cand_bad", "trips the upstream's filter");
+    let mut bad_calls = 0;
+    for _ in 0..200 {
+        if &*serve(&s, &failing("cand_bad")).candidate_id == "cand_bad" {
+            bad_calls += 1;
+        }
+    }
+    assert_eq!(bad_calls, 5, "the warm-up sent it every call until it was suspended");
+    assert_eq!(bad.archived_reason(), Some(ArchiveReason::UpstreamFailures));
+    assert!(!bad.is_active());
+    assert_eq!(bad.calls().failed, 5);
+    let v = detail_json(&s);
+    assert_eq!(v["candidates"][1]["archived_reason"], "upstream_failures");
+    assert_eq!(v["candidates"][1]["failure_count"], 5);
+    assert_eq!(v["candidates"][0]["failure_count"], 0);
+    assert!(v["candidates"][0]["archived_reason"].is_null());
+}
+
+#[test]
+fn an_outage_that_fails_every_candidate_archives_none() {
+    let s = session();
+    let proposal = add_candidate(&s, "cand_p", "a proposal");
+    for _ in 0..200 {
+        serve(&s, &|_| CallVerdict::Failed);
+    }
+    let baseline = s.candidates()[0].clone();
+    assert!(proposal.is_active() && baseline.is_active(), "nothing archived");
+    assert!(proposal.calls().failed + baseline.calls().failed == 200);
+    // When the upstream comes back, both serve and succeed.
+    for _ in 0..20 {
+        serve(&s, &|_| CallVerdict::Succeeded);
+    }
+    assert!(proposal.is_active() && baseline.is_active());
+    assert!(proposal.calls().succeeded > 0 && baseline.calls().succeeded > 0);
+}
+
+#[test]
+fn a_rate_limit_or_an_abandoned_call_counts_against_no_candidate() {
+    let s = session();
+    let proposal = add_candidate(&s, "cand_p", "a proposal");
+    for _ in 0..50 {
+        serve(&s, &|served: &str| {
+            if served == "cand_p" {
+                CallVerdict::Inconclusive
+            } else {
+                CallVerdict::Succeeded
+            }
+        });
+    }
+    assert!(proposal.is_active());
+    assert_eq!(proposal.calls().failed, 0);
+}
+
+#[test]
+fn a_candidate_that_fails_far_more_often_than_the_others_is_archived() {
+    let s = session();
+    let flaky = add_candidate(&s, "cand_flaky", "fails two calls in three");
+    let flaky_calls = std::cell::Cell::new(0u32);
+    for _ in 0..2000 {
+        if !flaky.is_active() {
+            break;
+        }
+        serve(&s, &|served: &str| {
+            if served != "cand_flaky" {
+                return CallVerdict::Succeeded;
+            }
+            flaky_calls.set(flaky_calls.get() + 1);
+            if flaky_calls.get().is_multiple_of(3) {
+                CallVerdict::Succeeded
+            } else {
+                CallVerdict::Failed
+            }
+        });
+    }
+    let flaky_calls = flaky_calls.get();
+    assert_eq!(flaky.archived_reason(), Some(ArchiveReason::UpstreamFailures));
+    assert!(flaky_calls >= 20, "judged on its rate, not a streak: {flaky_calls} calls");
+}
+
+#[test]
+fn the_last_active_candidate_is_never_archived_for_failures() {
+    let s = session();
+    for _ in 0..50 {
+        serve(&s, &|_| CallVerdict::Failed);
+    }
+    let baseline = s.candidates()[0].clone();
+    assert!(baseline.is_active());
+    assert_eq!(baseline.calls().failed, 50);
 }

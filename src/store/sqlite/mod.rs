@@ -51,6 +51,7 @@ use crate::gepa::store::{
     CandidateRecord, RewardCommit, RewardWrite, RolloutRecord, SessionRecord, StateStore,
     StoreError, StoredRollout,
 };
+use crate::gepa::status::ArchiveReason;
 use crate::gepa::Status;
 use codec::{insert_candidate, opt_text, text};
 use lock::take_lock;
@@ -160,8 +161,8 @@ impl SqliteStore {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let keep = self.rollouts_in_memory;
-        let issued = read_rollouts(&conn, &self.path, &index, keep, &mut sessions)?;
-        read_candidates(&conn, &self.path, &index, &issued, &mut sessions)?;
+        let counts = read_rollouts(&conn, &self.path, &index, keep, &mut sessions)?;
+        read_candidates(&conn, &self.path, &index, &counts, &mut sessions)?;
         read_rewards(&conn, &self.path, &index, &mut sessions)?;
         Ok(sessions)
     }
@@ -346,12 +347,18 @@ impl StateStore for SqliteStore {
         )
     }
 
-    fn candidate_archived(&self, session_id: &str, candidate_id: &str) -> Result<(), StoreError> {
+    fn candidate_archived(
+        &self,
+        session_id: &str,
+        candidate_id: &str,
+        reason: ArchiveReason,
+    ) -> Result<(), StoreError> {
         self.commit_blocking(
             "archiving a candidate",
             vec![(
-                "UPDATE candidates SET archived = 1 WHERE session_id = ?1 AND id = ?2",
-                vec![text(session_id), text(candidate_id)],
+                "UPDATE candidates SET archived = 1, archived_reason = ?3 \
+                 WHERE session_id = ?1 AND id = ?2",
+                vec![text(session_id), text(candidate_id), text(reason.as_str())],
             )],
         )
     }

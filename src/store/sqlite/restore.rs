@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::codec::{decode_messages, parse_time};
 use super::err;
 use crate::gepa::store::{CandidateRecord, RewardRecord, RolloutRecord, SessionRecord, StoreError};
+use crate::gepa::status::ArchiveReason;
 use crate::gepa::{GepaSettings, Reward, Status};
 
 pub(super) fn read_reward(
@@ -72,13 +73,13 @@ pub(super) fn read_candidates(
     conn: &Connection,
     p: &Path,
     index: &HashMap<String, usize>,
-    issued: &[HashMap<String, u64>],
+    counts: &[HashMap<String, CandidateCounts>],
     sessions: &mut [SessionRecord],
 ) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT session_id, id, instruction, parent_ids, archived, created_at \
-             FROM candidates ORDER BY session_id, ord",
+            "SELECT session_id, id, instruction, parent_ids, archived, created_at, \
+             archived_reason FROM candidates ORDER BY session_id, ord",
         )
         .map_err(|e| err(p, "reading candidates", e))?;
     let mut rows = stmt
@@ -89,8 +90,14 @@ pub(super) fn read_candidates(
         let sid: String = r.get(0).map_err(field)?;
         let Some(&i) = index.get(&sid) else { continue };
         let id: String = r.get(1).map_err(field)?;
+        let counts = counts[i].get(&id).copied().unwrap_or_default();
         sessions[i].candidates.push(CandidateRecord {
-            issued: issued[i].get(&id).copied().unwrap_or(0),
+            issued: counts.issued,
+            calls_failed: counts.calls_failed,
+            archived_reason: r
+                .get::<_, Option<String>>(6)
+                .map_err(field)?
+                .and_then(|reason| ArchiveReason::parse(&reason)),
             id: id.into(),
             instruction: r.get::<_, String>(2).map_err(field)?.into(),
             parent_ids: serde_json::from_str(&r.get::<_, String>(3).map_err(field)?)
@@ -102,19 +109,28 @@ pub(super) fn read_candidates(
     Ok(())
 }
 
+/// What a session's rollout records say of each of its candidates.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CandidateCounts {
+    /// Rollouts it served.
+    pub issued: u64,
+    /// Their failed calls.
+    pub calls_failed: u64,
+}
+
 /// The newest `keep` rollouts of each session, in the order their records were last
 /// written (a rollout written again by a later call of its conversation moves to the end:
-/// the order of last activity), and how many rollouts
-/// each candidate served (per session, by candidate id): one backward scan of the table
-/// in insertion order (no sort, no index).
+/// the order of last activity), and what the records count of each candidate (per
+/// session, by candidate id): one backward scan of the table in insertion order (no
+/// sort, no index).
 pub(super) fn read_rollouts(
     conn: &Connection,
     p: &Path,
     index: &HashMap<String, usize>,
     keep: usize,
     sessions: &mut [SessionRecord],
-) -> Result<Vec<HashMap<String, u64>>, StoreError> {
-    let mut issued: Vec<HashMap<String, u64>> = vec![HashMap::new(); sessions.len()];
+) -> Result<Vec<HashMap<String, CandidateCounts>>, StoreError> {
+    let mut counts: Vec<HashMap<String, CandidateCounts>> = vec![HashMap::new(); sessions.len()];
     let session_ids: Vec<Arc<str>> = sessions.iter().map(|s| s.id.as_str().into()).collect();
     let mut stmt = conn
         .prepare(
@@ -137,12 +153,13 @@ pub(super) fn read_rollouts(
             .map_err(field)?
             .as_str()
             .map_err(|e| err(p, "reading a rollout", e))?;
-        match issued[i].get_mut(candidate) {
-            Some(n) => *n += 1,
-            None => {
-                issued[i].insert(candidate.to_string(), 1);
-            }
-        }
+        let calls_failed: u64 = r.get(6).map_err(field)?;
+        let entry = match counts[i].get_mut(candidate) {
+            Some(entry) => entry,
+            None => counts[i].entry(candidate.to_string()).or_default(),
+        };
+        entry.issued += 1;
+        entry.calls_failed += calls_failed;
         if sessions[i].rollouts.len() >= keep {
             continue;
         }
@@ -161,7 +178,7 @@ pub(super) fn read_rollouts(
     for s in sessions.iter_mut() {
         s.rollouts.reverse();
     }
-    Ok(issued)
+    Ok(counts)
 }
 
 pub(super) fn read_rewards(

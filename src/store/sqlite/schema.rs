@@ -9,11 +9,11 @@ use crate::format::{hex, unhex32};
 use crate::gepa::store::StoreError;
 
 /// The schema this build writes. Each step of [`MIGRATIONS`] moves one version forward.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Public so that tests can
 /// build a database of an older version.
-pub const MIGRATIONS: [&str; 2] = [
+pub const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE sessions (
     id TEXT PRIMARY KEY,
@@ -62,6 +62,8 @@ CREATE TABLE rewards (
     // 2: the restore counts each candidate's rollouts during its scan of the table, so
     // this index only cost every rollout insert a second B-tree write.
     "DROP INDEX IF EXISTS rollouts_by_candidate;",
+    // 3: why a candidate was archived (NULL for those archived before: pruned or replaced).
+    "ALTER TABLE candidates ADD COLUMN archived_reason TEXT;",
 ];
 
 /// The page size of a database this build creates. Rollout records (about 1.5 KiB each
