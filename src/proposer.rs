@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::gepa::reflection::{extract_instruction, proposer_request};
+use crate::gepa::reflection::{extract_instruction, proposer_max_tokens, proposer_request};
 use crate::gepa::{ProposalJob, Session, Sessions};
 use crate::reply::{json_reply, Reply};
 use crate::upstream::Upstream;
@@ -61,23 +61,29 @@ impl Proposer {
             }
             if let Some(job) = session.take_proposal_job(now) {
                 let client = self.client.clone();
-                calls.spawn(run_job(client, session, job));
+                let max_bytes = self.sessions.env().optimizer.max_instruction_bytes;
+                calls.spawn(run_job(client, session, job, proposer_max_tokens(max_bytes)));
             }
         }
     }
 }
 
 /// One proposal: the model call, the extraction, and the booking on the session.
-pub async fn run_job(client: Arc<Upstream>, session: Arc<Session>, job: ProposalJob) {
-    let result = propose(&client, &job).await;
+pub async fn run_job(
+    client: Arc<Upstream>,
+    session: Arc<Session>,
+    job: ProposalJob,
+    max_tokens: u32,
+) {
+    let result = propose(&client, &job, max_tokens).await;
     match session.finish_proposal(&job, result) {
         Some(id) => log::info!("session {}: new candidate {id}", session.id),
         None => log::warn!("session {}: proposal failed", session.id),
     }
 }
 
-async fn propose(client: &Upstream, job: &ProposalJob) -> Result<String, String> {
-    let body = proposer_request(&job.model, &job.prompt());
+async fn propose(client: &Upstream, job: &ProposalJob, max_tokens: u32) -> Result<String, String> {
+    let body = proposer_request(&job.model, &job.prompt(), max_tokens);
     let (status, response) = client
         .post_chat(&body, MAX_RESPONSE_BYTES)
         .await

@@ -30,6 +30,7 @@ pub(super) const DEFAULT_WRITE_BEHIND_MS: u64 = 50;
 pub(super) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9091";
 pub(super) const DEFAULT_PROPOSER_MODEL: &str = "gpt-4.1-mini";
 pub(super) const DEFAULT_MINIBATCH_SIZE: u64 = 3;
+pub(super) const DEFAULT_MAX_INSTRUCTION_BYTES: u64 = 8 * 1024;
 pub(super) const DEFAULT_MERGE: bool = true;
 pub(super) const DEFAULT_MIN_ROLLOUTS: u64 = 10;
 pub(super) const DEFAULT_MAX_CANDIDATES: u64 = 8;
@@ -115,6 +116,8 @@ pub struct ProposerConfig {
     pub api_key: Option<Secret>,
     pub minibatch_size: usize,
     pub merge: bool,
+    /// Longest instruction a proposal may have; a longer one is rejected.
+    pub max_instruction_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +192,7 @@ impl Default for GatewayConfig {
                 api_key: None,
                 minibatch_size: DEFAULT_MINIBATCH_SIZE as usize,
                 merge: DEFAULT_MERGE,
+                max_instruction_bytes: DEFAULT_MAX_INSTRUCTION_BYTES as usize,
             },
             gepa_defaults: GepaDefaults {
                 online_proposer_min_rollouts: DEFAULT_MIN_ROLLOUTS as u32,

@@ -121,6 +121,7 @@ pub(super) struct RawProposer {
     pub(super) api_key_env: Option<String>,
     pub(super) minibatch_size: Option<u64>,
     pub(super) merge: Option<bool>,
+    pub(super) max_instruction_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

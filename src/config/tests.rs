@@ -262,6 +262,14 @@ fn validation_errors_name_their_path() {
             "gateway.proposer.minibatch_size",
         ),
         (
+            "proposer: {max_instruction_bytes: 255}",
+            "gateway.proposer.max_instruction_bytes",
+        ),
+        (
+            "proposer: {max_instruction_bytes: 1048577}",
+            "gateway.proposer.max_instruction_bytes",
+        ),
+        (
             "gepa: {online_proposer_min_rollouts: 0}",
             "gateway.gepa.online_proposer_min_rollouts",
         ),

@@ -13,12 +13,14 @@
 //! - [`store`]: the port to durable storage and its plain records;
 //! - GEPA: [`allocation`] and [`selection`] (which candidate serves a call), [`pareto`]
 //!   (per-instance score table and front), [`reflection`] (the proposer's prompts and
-//!   replies), [`optimizer`] (the session's side: proposal jobs, pruning, the best).
+//!   replies), [`optimizer`] (the session's side: proposal jobs, pruning, the best),
+//!   [`guard`] (what a proposal may not be).
 
 pub mod allocation;
 pub mod candidate;
 pub mod env;
 pub mod error;
+pub mod guard;
 pub mod optimizer;
 pub mod pareto;
 pub mod reflection;

@@ -62,6 +62,8 @@ pub struct OptimizerConfig {
     pub minibatch_size: usize,
     /// Whether merges are proposed (`proposer.merge`).
     pub merge: bool,
+    /// Longest instruction a proposal may have (`proposer.max_instruction_bytes`).
+    pub max_instruction_bytes: usize,
     /// Why the proposer cannot run (no key), if it cannot.
     pub disabled_reason: Option<String>,
 }
@@ -556,6 +558,7 @@ mod tests {
         OptimizerConfig {
             minibatch_size: 3,
             merge: true,
+            max_instruction_bytes: 8192,
             disabled_reason: None,
         }
     }

@@ -51,6 +51,9 @@ struct MockShared {
     /// Calls whose system message is this get a 400, as an upstream whose filter refuses
     /// one instruction would answer.
     refused_instruction: Mutex<Option<String>>,
+    /// When set, the proposer model answers with this instruction (else "Improved
+    /// instruction N").
+    proposed_instruction: Mutex<Option<String>>,
 }
 
 /// The mock upstream. The client picks the behaviour with an `x-mock` request header,
@@ -126,6 +129,11 @@ impl MockUpstream {
     /// From now on, calls whose system message is `instruction` get a 400.
     pub fn refuse_instruction(&self, instruction: &str) {
         *self.shared.refused_instruction.lock().unwrap() = Some(instruction.to_string());
+    }
+
+    /// From now on, the proposer model proposes `instruction`.
+    pub fn propose(&self, instruction: &str) {
+        *self.shared.proposed_instruction.lock().unwrap() = Some(instruction.to_string());
     }
 
     /// Requests whose system message is `instruction`.
@@ -213,9 +221,10 @@ async fn handle(
             ));
         }
         let n = shared.proposals.fetch_add(1, SeqCst) + 1;
-        let reply = format!(
-            "Here is the improved instruction:\n```text\nImproved instruction {n}\n```\nGood luck."
-        );
+        let proposed = shared.proposed_instruction.lock().unwrap().clone();
+        let instruction = proposed.unwrap_or_else(|| format!("Improved instruction {n}"));
+        let reply =
+            format!("Here is the improved instruction:\n```text\n{instruction}\n```\nGood luck.");
         return Ok(json_resp(200, completion_json(&reply)));
     }
     let refused = shared.refused_instruction.lock().unwrap().clone();

@@ -5,7 +5,9 @@ use super::validate::{env_var_name, parse_url, single_secret, usize_in_range, En
 use super::{Problems, VarName};
 use crate::config::error::Problem;
 use crate::config::model::{ProposerConfig, UpstreamConfig};
-use crate::config::model::{DEFAULT_MERGE, DEFAULT_MINIBATCH_SIZE, DEFAULT_PROPOSER_MODEL};
+use crate::config::model::{
+    DEFAULT_MAX_INSTRUCTION_BYTES, DEFAULT_MERGE, DEFAULT_MINIBATCH_SIZE, DEFAULT_PROPOSER_MODEL,
+};
 use crate::config::raw::RawProposer;
 use crate::config::secret::Secret;
 use crate::config::upstream_url::UpstreamUrl;
@@ -43,6 +45,13 @@ pub(super) fn resolve(
         1,
         32,
     ));
+    let max_instruction_bytes = p.take(usize_in_range(
+        "gateway.proposer.max_instruction_bytes",
+        raw.max_instruction_bytes
+            .unwrap_or(DEFAULT_MAX_INSTRUCTION_BYTES),
+        256,
+        1024 * 1024,
+    ));
     let api_key = match own_key? {
         Some((var, key)) => {
             if key.is_none() {
@@ -65,6 +74,7 @@ pub(super) fn resolve(
         api_key,
         minibatch_size: minibatch_size?,
         merge: raw.merge.unwrap_or(DEFAULT_MERGE),
+        max_instruction_bytes: max_instruction_bytes?,
     })
 }
 

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::{Session, SessionState};
 use crate::gepa::candidate::Candidate;
+use crate::gepa::guard;
 use crate::gepa::optimizer::{self, ProposalJob};
 use crate::gepa::status::{ArchiveReason, Status};
 
@@ -65,8 +66,18 @@ impl Session {
         job: &ProposalJob,
         result: Result<String, String>,
     ) -> Option<String> {
+        // Checked before taking the lock: the copy check reads every example's text.
+        let max_bytes = self.env.optimizer.max_instruction_bytes;
+        let refused = match &result {
+            Ok(text) => guard::rejection(text.trim(), job, max_bytes),
+            Err(_) => None,
+        };
         let mut st = self.state.lock();
         let now = Instant::now();
+        if let Some(reason) = refused {
+            st.optimizer.rejected(reason);
+            return None;
+        }
         let instruction = match result {
             Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
             Ok(_) => {

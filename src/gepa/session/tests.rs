@@ -54,6 +54,7 @@ fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> SessionEnv {
         optimizer: OptimizerConfig {
             minibatch_size: 3,
             merge: true,
+            max_instruction_bytes: 8192,
             disabled_reason: None,
         },
         selector: CandidateSelector::new(5),
