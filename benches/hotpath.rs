@@ -80,7 +80,7 @@ fn bench_selection(c: &mut Criterion) {
                     instruction: format!("instruction {i}").into(),
                     parent_ids: vec![],
                     created_at: time::OffsetDateTime::UNIX_EPOCH,
-                    archived: false,
+                    status: gepa_gateway::gepa::status::CandidateStatus::Active,
                     archived_reason: None,
                     issued: 100,
                     calls_failed: 0,

@@ -210,6 +210,17 @@ impl From<GepaError> for ApiError {
                 ApiError::conflict("session_finished", message)
             }
             GepaError::SessionLimit(_) => ApiError::conflict("session_limit", message),
+            GepaError::UnknownCandidate => ApiError::not_found("unknown_candidate", message),
+            GepaError::CandidateNotPending(_) => {
+                ApiError::conflict("candidate_not_pending", message)
+            }
+            GepaError::LastActiveCandidate => {
+                ApiError::conflict("last_active_candidate", message)
+            }
+            GepaError::InvalidInstruction(_) => {
+                ApiError::bad_request("invalid_candidate", "instruction", message)
+            }
+            GepaError::DuplicateCandidate => ApiError::conflict("duplicate_candidate", message),
             GepaError::StoreNotOpen | GepaError::Store(_) => ApiError::Unavailable {
                 message,
                 retry_after_s: 1,

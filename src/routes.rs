@@ -26,6 +26,11 @@ pub enum Route<'a> {
     Cancel(&'a str),
     Reward(&'a str),
     PromptUrls(&'a str),
+    ListCandidates(&'a str),
+    CreateCandidate(&'a str),
+    GetCandidate(&'a str, &'a str),
+    ApproveCandidate(&'a str, &'a str),
+    ArchiveCandidate(&'a str, &'a str),
     Proxy {
         session_id: &'a str,
         correlation_id: Option<&'a str>,
@@ -51,9 +56,32 @@ impl Route<'_> {
             Route::Cancel(_) => "cancel",
             Route::Reward(_) => "reward",
             Route::PromptUrls(_) => "prompt",
+            Route::ListCandidates(_) => "list_candidates",
+            Route::CreateCandidate(_) => "create_candidate",
+            Route::GetCandidate(..) => "get_candidate",
+            Route::ApproveCandidate(..) => "approve_candidate",
+            Route::ArchiveCandidate(..) => "archive_candidate",
             Route::Proxy { .. } => "proxy",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
             Route::NotFound => "not_found",
+        }
+    }
+
+    /// The session a session-API route names.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            Route::GetSession(id)
+            | Route::Pause(id)
+            | Route::Resume(id)
+            | Route::Cancel(id)
+            | Route::Reward(id)
+            | Route::PromptUrls(id)
+            | Route::ListCandidates(id)
+            | Route::CreateCandidate(id)
+            | Route::GetCandidate(id, _)
+            | Route::ApproveCandidate(id, _)
+            | Route::ArchiveCandidate(id, _) => Some(id),
+            _ => None,
         }
     }
 
@@ -122,8 +150,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         Some(_) if !allowed.split(", ").any(|m| m == method.as_str()) => {
             Route::MethodNotAllowed { allowed }
         }
-        // One path, two routes: the sessions collection.
+        // One path, two routes: the sessions collection, and a session's candidates.
         Some(Route::CreateSession) if method == Method::GET => Route::ListSessions,
+        Some(Route::CreateCandidate(id)) if method == Method::GET => Route::ListCandidates(id),
         Some(r) => r,
     }
 }
@@ -148,12 +177,19 @@ fn match_path(path: &str) -> (Option<Route<'_>>, &'static str) {
     (None, "")
 }
 
-/// `{id}` or `{id}/{action}` under the sessions prefix.
+/// `{id}`, `{id}/{action}`, or `{id}/candidates[/{cid}[/{action}]]` under the sessions
+/// prefix.
 fn match_session_path(rest: &str) -> (Option<Route<'_>>, &'static str) {
     let mut parts = rest.split('/');
     let id = parts.next().unwrap_or("");
     let action = parts.next();
-    if id.is_empty() || parts.next().is_some() {
+    if id.is_empty() {
+        return (None, "");
+    }
+    if action == Some("candidates") {
+        return match_candidate_path(id, parts);
+    }
+    if parts.next().is_some() {
         return (None, "");
     }
     match action {
@@ -164,6 +200,22 @@ fn match_session_path(rest: &str) -> (Option<Route<'_>>, &'static str) {
         Some("reward") => (Some(Route::Reward(id)), "POST"),
         Some("prompt") => (Some(Route::PromptUrls(id)), "GET"),
         Some(_) => (None, ""),
+    }
+}
+
+/// What follows `{id}/candidates`: nothing (list, create), `/{cid}`, or `/{cid}/{action}`.
+fn match_candidate_path<'a>(
+    id: &'a str,
+    mut parts: impl Iterator<Item = &'a str>,
+) -> (Option<Route<'a>>, &'static str) {
+    let (cid, action, extra) = (parts.next(), parts.next(), parts.next());
+    match (cid, action, extra) {
+        (None, _, _) => (Some(Route::CreateCandidate(id)), "GET, POST"),
+        (Some(""), _, _) | (_, _, Some(_)) => (None, ""),
+        (Some(cid), None, _) => (Some(Route::GetCandidate(id, cid)), "GET"),
+        (Some(cid), Some("approve"), _) => (Some(Route::ApproveCandidate(id, cid)), "POST"),
+        (Some(cid), Some("archive"), _) => (Some(Route::ArchiveCandidate(id, cid)), "POST"),
+        _ => (None, ""),
     }
 }
 

@@ -10,10 +10,16 @@ use std::time::Duration;
 const CLIENT_KEY: &str = "ck-test";
 
 async fn start() -> (MockUpstream, Gateway) {
+    start_with("").await
+}
+
+/// `extra`: YAML lines appended to the `gateway:` section.
+async fn start_with(extra: &str) -> (MockUpstream, Gateway) {
     let mock = MockUpstream::start().await;
     let mut o = GatewayOptions::new(mock.url());
     // The proposer needs a key of its own: the gateway's upstream key.
     o.upstream_key = Some(("sk-gateway".into(), CLIENT_KEY.into()));
+    o.extra_gateway_yaml = extra.to_string();
     let gw = Gateway::start_with(o).await;
     (mock, gw)
 }
@@ -383,4 +389,222 @@ async fn an_injected_user_message_does_not_reach_a_new_candidate() {
         .filter(|r| system_message(r).is_some_and(|s| s.contains("cheap-pills")))
         .count();
     assert_eq!(leaked, 0);
+}
+
+/// `POST` or `GET` a candidate route; (status, body).
+async fn candidates_route(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = gw.url(&format!("{SESSIONS}/{path}"));
+    let client = reqwest::Client::new();
+    let req = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    };
+    let req = match body {
+        Some(b) => gw.admin(req).json(&b),
+        None => gw.admin(req),
+    };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn in_manual_review_a_proposal_is_never_served_before_an_operator_approves_it() {
+    let (_mock, mut gw) = start_with("  proposer:\n    review: manual\n").await;
+    let id = create(&gw, 3).await;
+    for i in 0..3 {
+        let (rollout, _) = call(&gw, &id, &format!("question {i}")).await;
+        reward(&gw, &id, &rollout, 0.2, "be more specific", i).await;
+    }
+    let v = wait_for(&gw, &id, "a pending proposal", |v| {
+        v["candidates"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let pending = v["candidates"][1]["candidate_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(v["candidates"][1]["status"], "pending", "{v}");
+    let (status, page) =
+        candidates_route(&gw, "GET", &format!("{id}/candidates?status=pending"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["candidate_id"], pending.as_str());
+    for _ in 0..30 {
+        assert_eq!(
+            call_any(&gw, &id, None).await,
+            (200, "baseline".to_string())
+        );
+    }
+    // Pending survives a crash, and is still not served.
+    gw.kill9_and_restart().await;
+    let (status, c) =
+        candidates_route(&gw, "GET", &format!("{id}/candidates/{pending}"), None).await;
+    assert_eq!((status, c["status"].clone()), (200, json!("pending")));
+    assert_eq!(
+        call_any(&gw, &id, None).await,
+        (200, "baseline".to_string())
+    );
+
+    // Approved, it is served at once (a new candidate warms up first).
+    let (status, c) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/{pending}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!((status, c["status"].clone()), (200, json!("active")), "{c}");
+    assert_eq!(call_any(&gw, &id, None).await, (200, pending.clone()));
+    let (status, e) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/{pending}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (409, json!("candidate_not_pending"))
+    );
+
+    // Archived by the operator, it stops serving, for good (after a crash too).
+    let (status, c) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/{pending}/archive"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, c["status"].clone(), c["archived_reason"].clone()),
+        (200, json!("archived"), json!("operator"))
+    );
+    gw.kill9_and_restart().await;
+    let (_, c) = candidates_route(&gw, "GET", &format!("{id}/candidates/{pending}"), None).await;
+    assert_eq!(
+        (c["status"].clone(), c["archived_reason"].clone()),
+        (json!("archived"), json!("operator"))
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            call_any(&gw, &id, None).await,
+            (200, "baseline".to_string())
+        );
+    }
+    // The last active candidate cannot be archived: something must serve.
+    let (status, e) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/baseline/archive"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (409, json!("last_active_candidate"))
+    );
+}
+
+#[tokio::test]
+async fn an_operator_adds_a_hand_written_candidate_and_bad_requests_change_nothing() {
+    let (mock, gw) = start().await;
+    let id = create(&gw, 100).await;
+    // The baseline has warmed up (5 rollouts), so a new candidate is served first.
+    for _ in 0..5 {
+        call_any(&gw, &id, None).await;
+    }
+    let written = "You answer card questions; quote the card's fee table.";
+    let (status, c) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates"),
+        Some(json!({"instruction": written})),
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (c["status"].clone(), c["parent_ids"].clone()),
+        (json!("active"), json!([]))
+    );
+    let cid = c["candidate_id"].as_str().unwrap().to_string();
+    // It warms up first: the next call is its, with its instruction upstream.
+    assert_eq!(call_any(&gw, &id, None).await, (200, cid.clone()));
+    assert_eq!(mock.requests_with_instruction(written), 1);
+
+    let before = gw.get_session(&id).await["candidates"].clone();
+    for (body, status, code) in [
+        (json!({"instruction": written}), 409, "duplicate_candidate"),
+        (json!({"instruction": "   "}), 400, "invalid_candidate"),
+        (json!({"instruction": 7}), 400, "invalid_candidate"),
+        (json!({}), 400, "invalid_candidate"),
+        (
+            json!({"instruction": "x".repeat(8193)}),
+            400,
+            "invalid_candidate",
+        ),
+        (json!(["not", "an", "object"]), 400, "invalid_body"),
+    ] {
+        let (got, e) =
+            candidates_route(&gw, "POST", &format!("{id}/candidates"), Some(body.clone())).await;
+        assert_eq!(
+            (got, e["error"]["code"].clone()),
+            (status, json!(code)),
+            "{body}"
+        );
+    }
+    for (path, status, code) in [
+        (
+            format!("{id}/candidates/cand_nope"),
+            404,
+            "unknown_candidate",
+        ),
+        (
+            format!("{id}/candidates?status=gone"),
+            400,
+            "invalid_parameter",
+        ),
+        (format!("{id}/candidates?limit=0"), 400, "invalid_parameter"),
+    ] {
+        let (got, e) = candidates_route(&gw, "GET", &path, None).await;
+        assert_eq!(
+            (got, e["error"]["code"].clone()),
+            (status, json!(code)),
+            "{path}"
+        );
+    }
+    let (got, e) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/cand_nope/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got, e["error"]["code"].clone()),
+        (404, json!("unknown_candidate"))
+    );
+    assert_eq!(
+        gw.get_session(&id).await["candidates"],
+        before,
+        "nothing changed"
+    );
+    // Paging: one at a time, in creation order.
+    let (_, first) = candidates_route(&gw, "GET", &format!("{id}/candidates?limit=1"), None).await;
+    assert_eq!(first["items"][0]["candidate_id"], "baseline");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = candidates_route(
+        &gw,
+        "GET",
+        &format!("{id}/candidates?limit=1&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(second["items"][0]["candidate_id"], cid.as_str());
+    assert!(second["next_cursor"].is_null());
 }

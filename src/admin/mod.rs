@@ -5,11 +5,14 @@
 //! - [`requests`]: request bodies validated into the domain's requests;
 //! - [`views`]: response bodies built from the domain's snapshots.
 
+mod candidates;
+mod params;
+use candidates::{candidate_json, create_candidate, list_candidates};
+use params::{page_params, query_pairs};
 pub mod requests;
 pub mod views;
 
 use bytes::Bytes;
-use serde::Serialize;
 use std::sync::Arc;
 
 use crate::auth::Access;
@@ -19,11 +22,10 @@ use crate::gepa::{Session, Sessions, Transition};
 use crate::routes::{is_valid_correlation_id, PublicUrls, Route};
 use requests::{parse_create, parse_reward, warning};
 use views::{
+    to_json,
     CreatedView, PromptUrlsView, RewardView, SessionDetailView, SessionPageView, SessionView,
 };
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
 
 /// Serves the admin routes of [`Route`].
 pub struct AdminApi {
@@ -67,6 +69,13 @@ impl AdminApi {
                 to_json(&RewardView::new(&session.reward(req).await?))
             }
             Route::PromptUrls(id) => self.prompt_urls(id, query),
+            Route::ListCandidates(id) => list_candidates(&*self.session(id)?, query),
+            Route::CreateCandidate(id) => create_candidate(&*self.session(id)?, body),
+            Route::GetCandidate(id, cid) => candidate_json(&self.session(id)?.candidate(cid)?),
+            Route::ApproveCandidate(id, cid) => candidate_json(&self.session(id)?.approve(cid)?),
+            Route::ArchiveCandidate(id, cid) => {
+                candidate_json(&self.session(id)?.archive_by_operator(cid)?)
+            }
             _ => Err(ApiError::route_not_found()),
         }
     }
@@ -93,35 +102,7 @@ impl AdminApi {
     }
 
     fn list(&self, query: &str) -> Result<Bytes, ApiError> {
-        let mut limit = DEFAULT_PAGE;
-        let mut cursor = None;
-        for (k, v) in query_pairs(query) {
-            match k {
-                "limit" => {
-                    limit = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_PAGE).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_parameter",
-                                "limit",
-                                format!("`limit` must be an integer from 1 to {MAX_PAGE}"),
-                            )
-                        })?
-                }
-                "cursor" => {
-                    cursor = Some(v.parse::<u64>().map_err(|_| {
-                        ApiError::bad_request(
-                            "invalid_parameter",
-                            "cursor",
-                            "`cursor` must be a value returned as `next_cursor`",
-                        )
-                    })?)
-                }
-                _ => {}
-            }
-        }
+        let (limit, cursor) = page_params(query)?;
         let page = self.sessions.list(limit, cursor);
         let summaries: Vec<_> = page.items.iter().map(|s| s.summary()).collect();
         to_json(&SessionPageView {
@@ -160,22 +141,4 @@ impl AdminApi {
             chat_completions_url: self.urls.chat_completions_url(&session.id, corr),
         })
     }
-}
-
-/// `a=1&b=2` pairs, undecoded (every value we accept is plain ASCII).
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-}
-
-/// A response body as JSON. Serializing these views cannot fail (string keys, no maps
-/// with other keys); the error arm answers a 500 rather than trusting that.
-fn to_json(view: &impl Serialize) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(view)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal {
-            message: format!("encoding the response: {e}"),
-        })
 }

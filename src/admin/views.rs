@@ -1,11 +1,14 @@
 //! The session API's response bodies, as `Serialize` structs built from the domain's
 //! snapshots. Field names and meanings are the contract's (docs/api.md).
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::errors::ApiError;
+
 use crate::format::rfc3339;
-use crate::gepa::candidate::{Candidate, CandidateStatus};
+use crate::gepa::candidate::Candidate;
 use crate::gepa::optimizer::ProposerSnapshot;
 use crate::gepa::{GepaSettings, RewardReply, SessionDetail, SessionSummary};
 use crate::routes::PublicUrls;
@@ -91,15 +94,18 @@ impl<'a> SessionDetailView<'a> {
     }
 }
 
+/// One candidate: the same object in GET session, the candidates page and every
+/// candidate route's answer.
 #[derive(Serialize)]
-struct CandidateView<'a> {
+pub struct CandidateView<'a> {
     candidate_id: &'a str,
     instruction: &'a str,
     is_baseline: bool,
     parent_id: Option<&'a String>,
     parent_ids: &'a [String],
     status: &'static str,
-    /// Why it stopped being served: `low_reward`, `replaced` or `upstream_failures`.
+    /// Why it stopped being served: `pruned`, `replaced`, `upstream_failures` or
+    /// `operator`.
     archived_reason: Option<&'static str>,
     rollout_count: u64,
     reward_count: u64,
@@ -110,7 +116,7 @@ struct CandidateView<'a> {
 }
 
 impl<'a> CandidateView<'a> {
-    fn new(c: &'a Candidate) -> Self {
+    pub fn new(c: &'a Candidate) -> Self {
         let stats = c.stats();
         CandidateView {
             candidate_id: &c.id,
@@ -118,10 +124,7 @@ impl<'a> CandidateView<'a> {
             is_baseline: c.is_baseline(),
             parent_id: c.parent_ids.first(),
             parent_ids: &c.parent_ids,
-            status: match c.status() {
-                CandidateStatus::Active => "active",
-                CandidateStatus::Archived => "archived",
-            },
+            status: c.status().as_str(),
             archived_reason: c.archived_reason().map(|r| r.as_str()),
             rollout_count: stats.issued,
             reward_count: stats.rewards,
@@ -151,6 +154,13 @@ impl<'a> ProposerView<'a> {
             last_error: p.last_error.as_deref(),
         }
     }
+}
+
+/// One page of a session's candidates.
+#[derive(Serialize)]
+pub struct CandidatePageView<'a> {
+    pub items: Vec<CandidateView<'a>>,
+    pub next_cursor: Option<String>,
 }
 
 /// The answer to a reward.
@@ -184,4 +194,14 @@ pub struct PromptUrlsView<'a> {
     pub correlation_id: Option<&'a str>,
     pub proxy_url: String,
     pub chat_completions_url: String,
+}
+
+/// A response body as JSON. Serializing these views cannot fail (string keys, no maps
+/// with other keys); the error arm answers a 500 rather than trusting that.
+pub(super) fn to_json(view: &impl Serialize) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(view)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal {
+            message: format!("encoding the response: {e}"),
+        })
 }

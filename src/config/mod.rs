@@ -31,8 +31,8 @@ use resolve::Problems;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    Allocation, Config, GatewayConfig, GepaDefaults, ProposerConfig, StorageBackend, StorageConfig,
-    UpstreamConfig, GATEWAY_KEY,
+    Allocation, Config, GatewayConfig, GepaDefaults, ProposerConfig, Review, StorageBackend,
+    StorageConfig, UpstreamConfig, GATEWAY_KEY,
 };
 pub use secret::Secret;
 pub use upstream_url::UpstreamUrl;

@@ -118,6 +118,7 @@ pub struct ProposerConfig {
     pub merge: bool,
     /// Longest instruction a proposal may have; a longer one is rejected.
     pub max_instruction_bytes: usize,
+    pub review: Review,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +143,17 @@ pub enum Allocation {
     Thompson,
     /// An equal share for every active candidate (the simplest online baseline).
     Uniform,
+}
+
+/// Whether proposals serve at once or wait for an operator: `gateway.proposer.review`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Review {
+    /// A proposal becomes an active candidate at once; the default.
+    #[default]
+    Auto,
+    /// A proposal becomes a pending candidate, never served until an operator approves it.
+    Manual,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +205,7 @@ impl Default for GatewayConfig {
                 minibatch_size: DEFAULT_MINIBATCH_SIZE as usize,
                 merge: DEFAULT_MERGE,
                 max_instruction_bytes: DEFAULT_MAX_INSTRUCTION_BYTES as usize,
+                review: Review::Auto,
             },
             gepa_defaults: GepaDefaults {
                 online_proposer_min_rollouts: DEFAULT_MIN_ROLLOUTS as u32,

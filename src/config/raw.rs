@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use super::error::Problem;
-use super::model::{Allocation, StorageBackend, GATEWAY_KEY};
+use super::model::{Allocation, Review, StorageBackend, GATEWAY_KEY};
 
 /// Parses the YAML text (with `<<` merge keys applied) into its top-level mapping; an empty
 /// document is an empty mapping.
@@ -122,6 +122,8 @@ pub(super) struct RawProposer {
     pub(super) minibatch_size: Option<u64>,
     pub(super) merge: Option<bool>,
     pub(super) max_instruction_bytes: Option<u64>,
+    #[serde(default)]
+    pub(super) review: Named<Review>,
 }
 
 #[derive(Debug, Default, Deserialize)]

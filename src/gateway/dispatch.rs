@@ -107,14 +107,8 @@ async fn serve_admin(
         Err(e) => return fail(session, ctx, e).await,
     };
     ctx.bytes_in = body.len();
-    if let Route::GetSession(id)
-    | Route::Pause(id)
-    | Route::Resume(id)
-    | Route::Cancel(id)
-    | Route::Reward(id)
-    | Route::PromptUrls(id) = route
-    {
-        ctx.session_id = Some((*id).into());
+    if let Some(id) = route.session_id() {
+        ctx.session_id = Some(id.into());
     }
     match gw.admin.handle(route, query, &body, access).await {
         Ok(body) => respond::json(session, 200, body, &[]).await,

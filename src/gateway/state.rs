@@ -101,6 +101,7 @@ fn session_env(config: &GatewayConfig, store: Arc<dyn StateStore>) -> SessionEnv
             minibatch_size: config.proposer.minibatch_size,
             merge: config.proposer.merge,
             max_instruction_bytes: config.proposer.max_instruction_bytes,
+            review: config.proposer.review,
             disabled_reason: config.proposer.api_key.is_none().then(|| {
                 "no proposer key: set gateway.proposer.api_key_env or \
                  gateway.upstream.api_key_env"

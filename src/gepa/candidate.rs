@@ -10,14 +10,9 @@ use std::time::Instant;
 use time::OffsetDateTime;
 
 use super::allocation::{confidence_bounds, ArmStats};
+pub use super::status::CandidateStatus;
 use super::status::ArchiveReason;
 use super::store::CandidateRecord;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CandidateStatus {
-    Active,
-    Archived,
-}
 
 /// One instruction the session can serve.
 #[derive(Debug)]
@@ -85,10 +80,8 @@ impl Candidate {
             created_at: record.created_at,
             ..c
         };
-        if record.archived {
-            *c.status.lock() = CandidateStatus::Archived;
-            *c.archived_reason.lock() = record.archived_reason;
-        }
+        *c.status.lock() = record.status;
+        *c.archived_reason.lock() = record.archived_reason;
         c.stats.lock().issued = record.issued;
         c.calls.lock().failed = record.calls_failed;
         c
@@ -101,7 +94,7 @@ impl Candidate {
             instruction: self.instruction.clone(),
             parent_ids: self.parent_ids.clone(),
             created_at: self.created_at,
-            archived: !self.is_active(),
+            status: self.status(),
             archived_reason: self.archived_reason(),
             issued: self.stats().issued,
             calls_failed: self.calls().failed,
@@ -124,9 +117,10 @@ impl Candidate {
         self.status() == CandidateStatus::Active
     }
 
-    pub(super) fn archive(&self, reason: ArchiveReason) {
-        *self.status.lock() = CandidateStatus::Archived;
-        *self.archived_reason.lock() = Some(reason);
+    /// Sets its status; `reason` is the archive's (`None` unless archived).
+    pub(super) fn set_status(&self, status: CandidateStatus, reason: Option<ArchiveReason>) {
+        *self.status.lock() = status;
+        *self.archived_reason.lock() = reason;
     }
 
     /// Why it was archived, while it is.

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::status::Status;
+use super::status::{CandidateStatus, Status};
 use super::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,16 @@ pub enum GepaError {
     RewardsClosed(Status),
     /// `sessions.max_sessions` sessions exist already.
     SessionLimit(usize),
+    /// No candidate of this session has that id.
+    UnknownCandidate,
+    /// Only a pending candidate can be approved.
+    CandidateNotPending(CandidateStatus),
+    /// The session's last active candidate cannot be archived: nothing would serve.
+    LastActiveCandidate,
+    /// A hand-written instruction that cannot serve; the text says why.
+    InvalidInstruction(String),
+    /// The session already has a candidate with that instruction.
+    DuplicateCandidate,
     /// The state store is not open yet (start-up or hand-over): retry shortly.
     StoreNotOpen,
     /// The state store refused to record the change; nothing was applied.
@@ -65,6 +75,22 @@ impl fmt::Display for GepaError {
                 f,
                 "the gateway already holds sessions.max_sessions = {max} sessions"
             ),
+            GepaError::UnknownCandidate => {
+                f.write_str("this session has no candidate with that candidate_id")
+            }
+            GepaError::CandidateNotPending(status) => write!(
+                f,
+                "the candidate is {}: only a pending candidate can be approved",
+                status.as_str()
+            ),
+            GepaError::LastActiveCandidate => f.write_str(
+                "the candidate is the session's last active one: archiving it would leave \
+                 nothing to serve",
+            ),
+            GepaError::InvalidInstruction(why) => write!(f, "`instruction` {why}"),
+            GepaError::DuplicateCandidate => {
+                f.write_str("the session already has a candidate with this instruction")
+            }
             GepaError::StoreNotOpen => f.write_str("the state store is not open yet"),
             GepaError::Store(e) => {
                 write!(f, "the state store could not record the change: {}", e.0)

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::candidate::Candidate;
+use crate::config::Review;
 use super::pareto::{pareto_front, sample_parent, FrontMember, ScoreTable};
 use super::reflection::{choose_minibatch, merge_prompt, reflection_prompt, ReflectionExample};
 use super::status::Status;
@@ -64,6 +65,8 @@ pub struct OptimizerConfig {
     pub merge: bool,
     /// Longest instruction a proposal may have (`proposer.max_instruction_bytes`).
     pub max_instruction_bytes: usize,
+    /// Whether proposals wait for an operator's approval (`proposer.review`).
+    pub review: Review,
     /// Why the proposer cannot run (no key), if it cannot.
     pub disabled_reason: Option<String>,
 }
@@ -559,6 +562,7 @@ mod tests {
             minibatch_size: 3,
             merge: true,
             max_instruction_bytes: 8192,
+            review: Review::Auto,
             disabled_reason: None,
         }
     }

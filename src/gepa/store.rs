@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::reward::Reward;
 use super::settings::GepaSettings;
-use super::status::{ArchiveReason, Status};
+use super::status::{ArchiveReason, CandidateStatus, Status};
 use crate::rewrite::CapturedMessage;
 
 /// Why a store write failed. The message names the cause, never a secret.
@@ -51,8 +51,8 @@ pub struct CandidateRecord {
     pub instruction: Arc<str>,
     pub parent_ids: Vec<String>,
     pub created_at: OffsetDateTime,
-    pub archived: bool,
-    /// Why it was archived; `None` while active, and for candidates archived before the
+    pub status: CandidateStatus,
+    /// Why it was archived; `None` unless archived, and for candidates archived before the
     /// reason was kept (schema 2).
     pub archived_reason: Option<ArchiveReason>,
     /// Rollouts it served (as far as their records were flushed).
@@ -144,12 +144,14 @@ pub trait StateStore: Send + Sync {
         session_id: &str,
         candidate: &CandidateRecord,
     ) -> Result<(), StoreError>;
-    /// A candidate archived (pruned, replaced, failing), before it stops serving.
-    fn candidate_archived(
+    /// A candidate's new status (archived: pruned, replaced, failing, by an operator;
+    /// approved; restored), before it takes effect. `reason` is the archive's.
+    fn candidate_status_changed(
         &self,
         session_id: &str,
         candidate_id: &str,
-        reason: ArchiveReason,
+        status: CandidateStatus,
+        reason: Option<ArchiveReason>,
     ) -> Result<(), StoreError>;
     /// A finished call's rollout record, write-behind: must not block.
     fn rollout_finished(&self, rollout: RolloutRecord);

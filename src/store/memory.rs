@@ -5,7 +5,7 @@ use crate::gepa::store::{
     CandidateRecord, RewardCommit, RewardWrite, RolloutRecord, SessionRecord, StateStore,
     StoreError, StoredRollout,
 };
-use crate::gepa::status::ArchiveReason;
+use crate::gepa::status::{ArchiveReason, CandidateStatus};
 use crate::gepa::Status;
 
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,13 @@ impl StateStore for MemoryStore {
     fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
         Ok(())
     }
-    fn candidate_archived(&self, _: &str, _: &str, _: ArchiveReason) -> Result<(), StoreError> {
+    fn candidate_status_changed(
+        &self,
+        _: &str,
+        _: &str,
+        _: CandidateStatus,
+        _: Option<ArchiveReason>,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
     fn rollout_finished(&self, _: RolloutRecord) {}

@@ -52,6 +52,7 @@ pub(super) fn resolve(
         256,
         1024 * 1024,
     ));
+    let review = p.take(raw.review.resolve("gateway.proposer.review"));
     let api_key = match own_key? {
         Some((var, key)) => {
             if key.is_none() {
@@ -75,6 +76,7 @@ pub(super) fn resolve(
         minibatch_size: minibatch_size?,
         merge: raw.merge.unwrap_or(DEFAULT_MERGE),
         max_instruction_bytes: max_instruction_bytes?,
+        review: review?.unwrap_or_default(),
     })
 }
 

@@ -4,11 +4,13 @@
 //! - [`failures`]: candidates whose upstream calls fail stop being served;
 //! - [`rewards`]: rewards under the contract's rules;
 //! - [`proposals`]: when a proposal is due, its outcome, pruning;
+//! - [`operator`]: an operator's changes to the candidates;
 //! - [`restore`]: rebuilding a session from the store's records;
 //! - [`snapshot`]: consistent copies of the state for the API and the metrics.
 
 mod calls;
 mod failures;
+mod operator;
 mod proposals;
 mod restore;
 mod rewards;
@@ -29,7 +31,7 @@ use super::env::SessionEnv;
 use super::error::GepaError;
 use super::optimizer::OptimizerState;
 use super::settings::{GepaSettings, NewSession};
-use super::status::{ArchiveReason, Status, Transition};
+use super::status::{ArchiveReason, CandidateStatus, Status, Transition};
 use super::store::{SessionRecord, StoreError};
 use tokio::sync::watch;
 
@@ -156,11 +158,8 @@ impl Session {
     /// Archives `candidate` for `reason`: persisted first, then it stops serving. `false`
     /// when the store refused (it then goes on serving; the next occasion tries again).
     pub(super) fn archive(&self, candidate: &Candidate, reason: ArchiveReason) -> bool {
-        let stored = self
-            .env
-            .store
-            .candidate_archived(&self.id, &candidate.id, reason);
-        if let Err(e) = &stored {
+        let archived = CandidateStatus::Archived;
+        if let Err(e) = self.set_candidate_status(candidate, archived, Some(reason)) {
             log::warn!(
                 "session {}: candidate {} not archived ({}): {}",
                 self.id,
@@ -170,7 +169,6 @@ impl Session {
             );
             return false;
         }
-        candidate.archive(reason);
         log::info!(
             "session {}: candidate {} archived ({})",
             self.id,
@@ -178,6 +176,20 @@ impl Session {
             reason.as_str()
         );
         true
+    }
+
+    /// Persists, then applies, a candidate's new status.
+    pub(super) fn set_candidate_status(
+        &self,
+        candidate: &Candidate,
+        status: CandidateStatus,
+        reason: Option<ArchiveReason>,
+    ) -> Result<(), StoreError> {
+        self.env
+            .store
+            .candidate_status_changed(&self.id, &candidate.id, status, reason)?;
+        candidate.set_status(status, reason);
+        Ok(())
     }
 
     /// Applies a transition under the session's lock (persisted first).

@@ -9,17 +9,29 @@ use super::{Session, SessionState};
 use crate::gepa::candidate::Candidate;
 use crate::gepa::guard;
 use crate::gepa::optimizer::{self, ProposalJob};
-use crate::gepa::status::{ArchiveReason, Status};
+use crate::config::Review;
+use crate::gepa::status::{ArchiveReason, CandidateStatus, Status};
 
 impl Session {
     /// Whether the proposal trigger fires (see [`super::optimizer`]).
     pub(super) fn proposal_due(&self, st: &SessionState, now: Instant) -> bool {
         st.status == Status::Started
             && self.env.optimizer.disabled_reason.is_none()
+            && !self.awaits_review(st)
             && st
                 .optimizer
                 .due(self.settings.online_proposer_min_rollouts, true, now)
             && (self.pool_has_free_slot(st) || self.replaceable(st).is_some())
+    }
+
+    /// In manual review, one proposal waits for the operator at a time: the next is
+    /// proposed once it is approved or archived.
+    fn awaits_review(&self, st: &SessionState) -> bool {
+        self.env.optimizer.review == Review::Manual
+            && st
+                .candidates
+                .iter()
+                .any(|c| c.status() == CandidateStatus::Pending)
     }
 
     fn pool_has_free_slot(&self, st: &SessionState) -> bool {
@@ -104,6 +116,10 @@ impl Session {
             instruction.into(),
             job.parent_ids(),
         ));
+        if self.env.optimizer.review == Review::Manual {
+            // Recorded as pending: never served until an operator approves it.
+            candidate.set_status(CandidateStatus::Pending, None);
+        }
         if let Err(e) = self
             .env
             .store
@@ -127,7 +143,7 @@ impl Session {
             self.settings.online_prune_min_rollouts,
         );
         for c in losers {
-            self.archive(&c, ArchiveReason::LowReward);
+            self.archive(&c, ArchiveReason::Pruned);
         }
     }
 }

@@ -9,7 +9,7 @@ use super::*;
 use crate::errors::ApiError;
 use crate::gepa::candidate::CallVerdict;
 use crate::gepa::optimizer::{OptimizerConfig, MIN_REWARDS_FOR_BEST};
-use crate::gepa::status::ArchiveReason;
+use crate::gepa::status::{ArchiveReason, CandidateStatus};
 use crate::gepa::reward::{Reward, RewardRequest};
 use crate::gepa::selection::CandidateSelector;
 use crate::gepa::settings::{GepaSettings, NewSession};
@@ -55,6 +55,7 @@ fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> SessionEnv {
             minibatch_size: 3,
             merge: true,
             max_instruction_bytes: 8192,
+            review: crate::config::Review::Auto,
             disabled_reason: None,
         },
         selector: CandidateSelector::new(5),
@@ -313,7 +314,13 @@ impl StateStore for BrokenStore {
     fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
-    fn candidate_archived(&self, _: &str, _: &str, _: ArchiveReason) -> Result<(), StoreError> {
+    fn candidate_status_changed(
+        &self,
+        _: &str,
+        _: &str,
+        _: CandidateStatus,
+        _: Option<ArchiveReason>,
+    ) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
     fn rollout_finished(&self, _: RolloutRecord) {}
@@ -348,7 +355,13 @@ impl StateStore for GatedStore {
     fn candidate_added(&self, _: &str, _: &CandidateRecord) -> Result<(), StoreError> {
         Ok(())
     }
-    fn candidate_archived(&self, _: &str, _: &str, _: ArchiveReason) -> Result<(), StoreError> {
+    fn candidate_status_changed(
+        &self,
+        _: &str,
+        _: &str,
+        _: CandidateStatus,
+        _: Option<ArchiveReason>,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
     fn rollout_finished(&self, _: RolloutRecord) {}

@@ -5,6 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::format::rfc3339;
+use crate::gepa::status::CandidateStatus;
 use crate::gepa::store::CandidateRecord;
 use crate::json_object::JsonObject;
 use crate::rewrite::CapturedMessage;
@@ -24,15 +25,17 @@ pub(super) fn insert_candidate(
 ) -> (&'static str, Vec<SqlValue>) {
     let parents = serde_json::to_string(&c.parent_ids).unwrap_or_else(|_| "[]".into());
     (
-        "INSERT OR IGNORE INTO candidates (session_id, id, ord, instruction, parent_ids, created_at) \
+        "INSERT OR IGNORE INTO candidates (session_id, id, ord, instruction, parent_ids, created_at, \
+         pending) \
          VALUES (?1, ?2, (SELECT COALESCE(MAX(ord), -1) + 1 FROM candidates WHERE session_id = ?1), \
-         ?3, ?4, ?5)",
+         ?3, ?4, ?5, ?6)",
         vec![
             text(session_id),
             text(&c.id),
             text(&c.instruction),
             SqlValue::Text(parents),
             SqlValue::Text(rfc3339(c.created_at)),
+            SqlValue::Integer(i64::from(c.status == CandidateStatus::Pending)),
         ],
     )
 }

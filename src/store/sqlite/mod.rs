@@ -51,7 +51,7 @@ use crate::gepa::store::{
     CandidateRecord, RewardCommit, RewardWrite, RolloutRecord, SessionRecord, StateStore,
     StoreError, StoredRollout,
 };
-use crate::gepa::status::ArchiveReason;
+use crate::gepa::status::{ArchiveReason, CandidateStatus};
 use crate::gepa::Status;
 use codec::{insert_candidate, opt_text, text};
 use lock::take_lock;
@@ -347,18 +347,26 @@ impl StateStore for SqliteStore {
         )
     }
 
-    fn candidate_archived(
+    fn candidate_status_changed(
         &self,
         session_id: &str,
         candidate_id: &str,
-        reason: ArchiveReason,
+        status: CandidateStatus,
+        reason: Option<ArchiveReason>,
     ) -> Result<(), StoreError> {
+        let flag = |on: bool| SqlValue::Integer(i64::from(on));
         self.commit_blocking(
-            "archiving a candidate",
+            "recording a candidate's status",
             vec![(
-                "UPDATE candidates SET archived = 1, archived_reason = ?3 \
+                "UPDATE candidates SET archived = ?3, pending = ?4, archived_reason = ?5 \
                  WHERE session_id = ?1 AND id = ?2",
-                vec![text(session_id), text(candidate_id), text(reason.as_str())],
+                vec![
+                    text(session_id),
+                    text(candidate_id),
+                    flag(status == CandidateStatus::Archived),
+                    flag(status == CandidateStatus::Pending),
+                    opt_text(reason.map(ArchiveReason::as_str)),
+                ],
             )],
         )
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::codec::{decode_messages, parse_time};
 use super::err;
 use crate::gepa::store::{CandidateRecord, RewardRecord, RolloutRecord, SessionRecord, StoreError};
-use crate::gepa::status::ArchiveReason;
+use crate::gepa::status::{ArchiveReason, CandidateStatus};
 use crate::gepa::{GepaSettings, Reward, Status};
 
 pub(super) fn read_reward(
@@ -79,7 +79,7 @@ pub(super) fn read_candidates(
     let mut stmt = conn
         .prepare(
             "SELECT session_id, id, instruction, parent_ids, archived, created_at, \
-             archived_reason FROM candidates ORDER BY session_id, ord",
+             archived_reason, pending FROM candidates ORDER BY session_id, ord",
         )
         .map_err(|e| err(p, "reading candidates", e))?;
     let mut rows = stmt
@@ -102,7 +102,10 @@ pub(super) fn read_candidates(
             instruction: r.get::<_, String>(2).map_err(field)?.into(),
             parent_ids: serde_json::from_str(&r.get::<_, String>(3).map_err(field)?)
                 .unwrap_or_default(),
-            archived: r.get::<_, i64>(4).map_err(field)? != 0,
+            status: candidate_status(
+                r.get::<_, i64>(4).map_err(field)? != 0,
+                r.get::<_, i64>(7).map_err(field)? != 0,
+            ),
             created_at: parse_time(&r.get::<_, String>(5).map_err(field)?),
         });
     }
@@ -205,4 +208,15 @@ pub(super) fn read_rewards(
         });
     }
     Ok(())
+}
+
+/// A candidate's status from its `archived` and `pending` flags.
+fn candidate_status(archived: bool, pending: bool) -> CandidateStatus {
+    if archived {
+        CandidateStatus::Archived
+    } else if pending {
+        CandidateStatus::Pending
+    } else {
+        CandidateStatus::Active
+    }
 }

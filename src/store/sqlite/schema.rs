@@ -62,8 +62,10 @@ CREATE TABLE rewards (
     // 2: the restore counts each candidate's rollouts during its scan of the table, so
     // this index only cost every rollout insert a second B-tree write.
     "DROP INDEX IF EXISTS rollouts_by_candidate;",
-    // 3: why a candidate was archived (NULL for those archived before: pruned or replaced).
-    "ALTER TABLE candidates ADD COLUMN archived_reason TEXT;",
+    // 3: why a candidate was archived (NULL for those archived before: pruned or
+    // replaced), and whether it waits for an operator's approval.
+    "ALTER TABLE candidates ADD COLUMN archived_reason TEXT;
+     ALTER TABLE candidates ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The page size of a database this build creates. Rollout records (about 1.5 KiB each
