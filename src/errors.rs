@@ -221,6 +221,7 @@ impl From<GepaError> for ApiError {
                 ApiError::bad_request("invalid_candidate", "instruction", message)
             }
             GepaError::DuplicateCandidate => ApiError::conflict("duplicate_candidate", message),
+            GepaError::CandidatePinned => ApiError::conflict("candidate_pinned", message),
             GepaError::StoreNotOpen | GepaError::Store(_) => ApiError::Unavailable {
                 message,
                 retry_after_s: 1,

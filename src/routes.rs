@@ -31,6 +31,8 @@ pub enum Route<'a> {
     GetCandidate(&'a str, &'a str),
     ApproveCandidate(&'a str, &'a str),
     ArchiveCandidate(&'a str, &'a str),
+    PinCandidate(&'a str, &'a str),
+    Unpin(&'a str),
     Proxy {
         session_id: &'a str,
         correlation_id: Option<&'a str>,
@@ -61,6 +63,8 @@ impl Route<'_> {
             Route::GetCandidate(..) => "get_candidate",
             Route::ApproveCandidate(..) => "approve_candidate",
             Route::ArchiveCandidate(..) => "archive_candidate",
+            Route::PinCandidate(..) => "pin_candidate",
+            Route::Unpin(_) => "unpin",
             Route::Proxy { .. } => "proxy",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
             Route::NotFound => "not_found",
@@ -80,7 +84,9 @@ impl Route<'_> {
             | Route::CreateCandidate(id)
             | Route::GetCandidate(id, _)
             | Route::ApproveCandidate(id, _)
-            | Route::ArchiveCandidate(id, _) => Some(id),
+            | Route::ArchiveCandidate(id, _)
+            | Route::PinCandidate(id, _)
+            | Route::Unpin(id) => Some(id),
             _ => None,
         }
     }
@@ -199,6 +205,7 @@ fn match_session_path(rest: &str) -> (Option<Route<'_>>, &'static str) {
         Some("cancel") => (Some(Route::Cancel(id)), "POST"),
         Some("reward") => (Some(Route::Reward(id)), "POST"),
         Some("prompt") => (Some(Route::PromptUrls(id)), "GET"),
+        Some("unpin") => (Some(Route::Unpin(id)), "POST"),
         Some(_) => (None, ""),
     }
 }
@@ -215,6 +222,7 @@ fn match_candidate_path<'a>(
         (Some(cid), None, _) => (Some(Route::GetCandidate(id, cid)), "GET"),
         (Some(cid), Some("approve"), _) => (Some(Route::ApproveCandidate(id, cid)), "POST"),
         (Some(cid), Some("archive"), _) => (Some(Route::ArchiveCandidate(id, cid)), "POST"),
+        (Some(cid), Some("pin"), _) => (Some(Route::PinCandidate(id, cid)), "POST"),
         _ => (None, ""),
     }
 }

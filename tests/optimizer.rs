@@ -608,3 +608,90 @@ async fn an_operator_adds_a_hand_written_candidate_and_bad_requests_change_nothi
     assert_eq!(second["items"][0]["candidate_id"], cid.as_str());
     assert!(second["next_cursor"].is_null());
 }
+
+#[tokio::test]
+async fn a_pin_holds_every_call_on_one_candidate_and_survives_a_crash() {
+    let (_mock, mut gw) = start().await;
+    let id = session_with_a_proposal(&gw).await;
+    let proposed = gw.get_session(&id).await["candidates"][1]["candidate_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Pinned to the baseline: every call gets it, and rewards still count.
+    let (status, v) =
+        candidates_route(&gw, "POST", &format!("{id}/candidates/baseline/pin"), None).await;
+    assert_eq!(
+        (status, v["pinned_candidate_id"].clone()),
+        (200, json!("baseline")),
+        "{v}"
+    );
+    let before = gw.get_session(&id).await["reward_count"].as_u64().unwrap();
+    for i in 0..20 {
+        let (rollout, candidate) = call(&gw, &id, "q").await;
+        assert_eq!(candidate, "baseline");
+        if i == 0 {
+            reward(&gw, &id, &rollout, 1.0, "good", 99).await;
+        }
+    }
+    assert_eq!(gw.get_session(&id).await["reward_count"], before + 1);
+    let (status, e) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/baseline/archive"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (409, json!("candidate_pinned"))
+    );
+
+    // Rollback to an archived candidate: pinning it makes it active again.
+    let (status, _) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/{proposed}/archive"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, v) = candidates_route(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/{proposed}/pin"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["pinned_candidate_id"].clone()),
+        (200, json!(proposed))
+    );
+    gw.kill9_and_restart().await;
+    let v = gw.get_session(&id).await;
+    assert_eq!(
+        v["pinned_candidate_id"],
+        proposed.as_str(),
+        "the pin survived"
+    );
+    assert_eq!(v["candidates"][1]["status"], "active");
+    assert!(v["candidates"][1]["archived_reason"].is_null());
+    for _ in 0..10 {
+        assert_eq!(call_any(&gw, &id, None).await, (200, proposed.clone()));
+    }
+
+    // Unpinned, and still unpinned after a crash.
+    let (status, v) = candidates_route(&gw, "POST", &format!("{id}/unpin"), None).await;
+    assert_eq!(
+        (status, v["pinned_candidate_id"].clone()),
+        (200, Value::Null)
+    );
+    gw.kill9_and_restart().await;
+    assert!(gw.get_session(&id).await["pinned_candidate_id"].is_null());
+    let (status, e) =
+        candidates_route(&gw, "POST", &format!("{id}/candidates/cand_nope/pin"), None).await;
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (404, json!("unknown_candidate"))
+    );
+}

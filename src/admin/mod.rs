@@ -73,6 +73,16 @@ impl AdminApi {
             Route::CreateCandidate(id) => create_candidate(&*self.session(id)?, body),
             Route::GetCandidate(id, cid) => candidate_json(&self.session(id)?.candidate(cid)?),
             Route::ApproveCandidate(id, cid) => candidate_json(&self.session(id)?.approve(cid)?),
+            Route::PinCandidate(id, cid) => {
+                let session = self.session(id)?;
+                session.pin(cid)?;
+                to_json(&SessionView::new(&session.summary(), &self.urls))
+            }
+            Route::Unpin(id) => {
+                let session = self.session(id)?;
+                session.unpin()?;
+                to_json(&SessionView::new(&session.summary(), &self.urls))
+            }
             Route::ArchiveCandidate(id, cid) => {
                 candidate_json(&self.session(id)?.archive_by_operator(cid)?)
             }

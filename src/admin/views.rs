@@ -29,6 +29,7 @@ pub struct SessionView<'a> {
     proxy_url: String,
     chat_completions_url: String,
     metadata: &'a Option<Value>,
+    pinned_candidate_id: Option<&'a str>,
 }
 
 impl<'a> SessionView<'a> {
@@ -47,6 +48,7 @@ impl<'a> SessionView<'a> {
             proxy_url: urls.proxy_url(&s.id, None),
             chat_completions_url: urls.chat_completions_url(&s.id, None),
             metadata: &s.metadata,
+            pinned_candidate_id: s.pinned.as_deref(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum GepaError {
     CandidateNotPending(CandidateStatus),
     /// The session's last active candidate cannot be archived: nothing would serve.
     LastActiveCandidate,
+    /// The pinned candidate cannot be archived: unpin it first.
+    CandidatePinned,
     /// A hand-written instruction that cannot serve; the text says why.
     InvalidInstruction(String),
     /// The session already has a candidate with that instruction.
@@ -87,6 +89,9 @@ impl fmt::Display for GepaError {
                 "the candidate is the session's last active one: archiving it would leave \
                  nothing to serve",
             ),
+            GepaError::CandidatePinned => {
+                f.write_str("the candidate is pinned: unpin the session before archiving it")
+            }
             GepaError::InvalidInstruction(why) => write!(f, "`instruction` {why}"),
             GepaError::DuplicateCandidate => {
                 f.write_str("the session already has a candidate with this instruction")

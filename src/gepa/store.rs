@@ -35,6 +35,8 @@ pub struct SessionRecord {
     pub updated_at: OffsetDateTime,
     pub settings: GepaSettings,
     pub metadata: Option<Value>,
+    /// The candidate an operator pinned, if any.
+    pub pinned_candidate_id: Option<String>,
     /// In creation order; the first is the baseline.
     pub candidates: Vec<CandidateRecord>,
     /// Restore only: in the order their records were last written (at most the newest
@@ -153,6 +155,8 @@ pub trait StateStore: Send + Sync {
         status: CandidateStatus,
         reason: Option<ArchiveReason>,
     ) -> Result<(), StoreError>;
+    /// The candidate an operator pinned (`None`: unpinned), before it takes effect.
+    fn pin_changed(&self, session_id: &str, candidate_id: Option<&str>) -> Result<(), StoreError>;
     /// A finished call's rollout record, write-behind: must not block.
     fn rollout_finished(&self, rollout: RolloutRecord);
 }

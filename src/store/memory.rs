@@ -56,5 +56,8 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+    fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn rollout_finished(&self, _: RolloutRecord) {}
 }

@@ -181,6 +181,10 @@ impl SessionState {
                 .collect()
         };
         match self.status {
+            // The operator's pin wins, over suspension for failures too.
+            Status::Started | Status::Paused if self.pinned.is_some() => {
+                self.pinned.iter().cloned().collect()
+            }
             Status::Started | Status::Paused => self.not_suspended(
                 self.candidates
                     .iter()

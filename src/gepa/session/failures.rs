@@ -61,7 +61,7 @@ impl SessionState {
             // The upstream works: the suspended candidates' failures were their own.
             CallVerdict::Succeeded => self
                 .active()
-                .filter(|c| !Arc::ptr_eq(c, served) && is_suspended(c))
+                .filter(|c| !Arc::ptr_eq(c, served) && is_suspended(c) && !self.is_pinned(c))
                 .cloned()
                 .collect(),
             CallVerdict::Failed => {
@@ -71,7 +71,7 @@ impl SessionState {
                     return Vec::new();
                 }
                 let leaves_one = self.active().count() > 1;
-                (leaves_one && self.fails_far_more_often(served))
+                (leaves_one && !self.is_pinned(served) && self.fails_far_more_often(served))
                     .then(|| served.clone())
                     .into_iter()
                     .collect()

@@ -53,6 +53,8 @@ struct SessionState {
     reward_count: u64,
     calls_since_sweep: u32,
     optimizer: OptimizerState,
+    /// The candidate an operator pinned: while the session runs, every call gets it.
+    pinned: Option<Arc<Candidate>>,
 }
 
 impl SessionState {
@@ -68,6 +70,7 @@ impl SessionState {
             committing: HashMap::new(),
             reward_count: 0,
             calls_since_sweep: 0,
+            pinned: None,
             optimizer: OptimizerState::default(),
         }
     }
@@ -131,6 +134,7 @@ impl Session {
             settings: self.settings.clone(),
             metadata: self.metadata.clone(),
             candidates: st.candidates.iter().map(|c| c.record()).collect(),
+            pinned_candidate_id: st.pinned.as_ref().map(|c| c.id.to_string()),
             rollouts: Vec::new(),
             rewards: Vec::new(),
         }

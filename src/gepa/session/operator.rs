@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use super::Session;
+use super::{Session, SessionState};
 use crate::gepa::candidate::Candidate;
 use crate::gepa::error::GepaError;
 use crate::gepa::status::{ArchiveReason, CandidateStatus};
@@ -92,6 +92,9 @@ impl Session {
     pub fn archive_by_operator(&self, cid: &str) -> Result<Arc<Candidate>, GepaError> {
         let candidate = self.candidate(cid)?;
         let mut st = self.state.lock();
+        if st.is_pinned(&candidate) {
+            return Err(GepaError::CandidatePinned);
+        }
         match candidate.status() {
             CandidateStatus::Archived => return Ok(candidate),
             CandidateStatus::Active if st.candidates.iter().filter(|c| c.is_active()).count() == 1 => {
@@ -103,5 +106,38 @@ impl Session {
         self.set_candidate_status(&candidate, CandidateStatus::Archived, reason)?;
         st.updated_at = OffsetDateTime::now_utc();
         Ok(candidate)
+    }
+
+    /// Pins `cid`: while the session runs, every call gets it. An archived or pending
+    /// candidate becomes active again. Rewards still count; proposals go on only in
+    /// manual review.
+    pub fn pin(&self, cid: &str) -> Result<(), GepaError> {
+        let candidate = self.candidate(cid)?;
+        let mut st = self.state.lock();
+        if candidate.status() != CandidateStatus::Active {
+            self.set_candidate_status(&candidate, CandidateStatus::Active, None)?;
+        }
+        self.env.store.pin_changed(&self.id, Some(&candidate.id))?;
+        st.pinned = Some(candidate);
+        st.updated_at = OffsetDateTime::now_utc();
+        Ok(())
+    }
+
+    /// Ends the pin: traffic is allocated among the active candidates again.
+    pub fn unpin(&self) -> Result<(), GepaError> {
+        let mut st = self.state.lock();
+        if st.pinned.is_none() {
+            return Ok(());
+        }
+        self.env.store.pin_changed(&self.id, None)?;
+        st.pinned = None;
+        st.updated_at = OffsetDateTime::now_utc();
+        Ok(())
+    }
+}
+
+impl SessionState {
+    pub(super) fn is_pinned(&self, candidate: &Candidate) -> bool {
+        self.pinned.as_deref().is_some_and(|p| std::ptr::eq(p, candidate))
     }
 }

@@ -18,6 +18,9 @@ impl Session {
         st.status == Status::Started
             && self.env.optimizer.disabled_reason.is_none()
             && !self.awaits_review(st)
+            // A pin holds traffic on one candidate: new proposals then only make sense
+            // for an operator who reviews them.
+            && (st.pinned.is_none() || self.env.optimizer.review == Review::Manual)
             && st
                 .optimizer
                 .due(self.settings.online_proposer_min_rollouts, true, now)
@@ -42,6 +45,7 @@ impl Session {
     /// The candidate a full pool gives up for the next proposal.
     fn replaceable(&self, st: &SessionState) -> Option<Arc<Candidate>> {
         optimizer::weakest(&st.candidates, self.env.selector.policy.min_rollouts)
+            .filter(|c| !st.is_pinned(c))
     }
 
     /// Hands out the next proposal when one is due, marking it in flight.
@@ -142,8 +146,8 @@ impl Session {
             self.settings.online_prune_threshold,
             self.settings.online_prune_min_rollouts,
         );
-        for c in losers {
-            self.archive(&c, ArchiveReason::Pruned);
+        for c in losers.iter().filter(|c| !st.is_pinned(c)) {
+            self.archive(c, ArchiveReason::Pruned);
         }
     }
 }

@@ -25,6 +25,7 @@ impl Session {
             return None;
         }
         let mut st = SessionState::new(r.status, r.updated_at, candidates);
+        st.pinned = r.pinned_candidate_id.and_then(|id| st.candidate(&id));
         let now = Instant::now();
         for ro in r.rollouts {
             st.restore_rollout(ro, now);

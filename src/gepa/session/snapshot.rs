@@ -28,6 +28,8 @@ pub struct SessionSummary {
     /// The best candidate and its score (see [`optimizer::best_candidate`]).
     pub best: Option<(Arc<str>, f64)>,
     pub metadata: Option<Value>,
+    /// The candidate an operator pinned, if any.
+    pub pinned: Option<Arc<str>>,
 }
 
 /// The full live state, for GET session.
@@ -90,6 +92,7 @@ impl Session {
             reward_count: st.reward_count,
             best: optimizer::best_candidate(&st.candidates).map(|(c, s)| (c.id.clone(), s)),
             metadata: self.metadata.clone(),
+            pinned: st.pinned.as_ref().map(|c| c.id.clone()),
         }
     }
 

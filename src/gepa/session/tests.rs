@@ -323,6 +323,9 @@ impl StateStore for BrokenStore {
     ) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
+    fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn rollout_finished(&self, _: RolloutRecord) {}
 }
 
@@ -362,6 +365,9 @@ impl StateStore for GatedStore {
         _: CandidateStatus,
         _: Option<ArchiveReason>,
     ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
         Ok(())
     }
     fn rollout_finished(&self, _: RolloutRecord) {}
@@ -627,4 +633,20 @@ fn the_last_active_candidate_is_never_archived_for_failures() {
     let baseline = s.candidates()[0].clone();
     assert!(baseline.is_active());
     assert_eq!(baseline.calls().failed, 50);
+}
+
+#[tokio::test]
+async fn a_pin_stops_proposals_in_auto_review() {
+    let s = session();
+    for _ in 0..10 {
+        let t = ok_call(&s, None);
+        s.reward(reward(&t.rollout_id, 0.5)).await.unwrap();
+    }
+    let due = |s: &Session| s.proposal_due(&s.state.lock(), Instant::now());
+    assert!(due(&s), "ten rewards make a proposal due");
+    s.pin("baseline").unwrap();
+    assert!(!due(&s), "pinned: no proposals in auto review");
+    assert!(s.take_proposal_job(Instant::now()).is_none());
+    s.unpin().unwrap();
+    assert!(due(&s));
 }

@@ -371,6 +371,16 @@ impl StateStore for SqliteStore {
         )
     }
 
+    fn pin_changed(&self, session_id: &str, candidate_id: Option<&str>) -> Result<(), StoreError> {
+        self.commit_blocking(
+            "recording a pin",
+            vec![(
+                "UPDATE sessions SET pinned_candidate_id = ?2 WHERE id = ?1",
+                vec![text(session_id), opt_text(candidate_id)],
+            )],
+        )
+    }
+
     fn rollout_finished(&self, rollout: RolloutRecord) {
         let Ok(open) = self.opened() else {
             log::error!("store: a rollout record was not written: the store is not open");

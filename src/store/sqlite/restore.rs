@@ -38,8 +38,8 @@ pub(super) fn reward_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result
 pub(super) fn read_sessions(conn: &Connection, p: &Path) -> Result<Vec<SessionRecord>, StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT id, seq, job_id, status, created_at, updated_at, settings, metadata \
-             FROM sessions ORDER BY seq",
+            "SELECT id, seq, job_id, status, created_at, updated_at, settings, metadata, \
+             pinned_candidate_id FROM sessions ORDER BY seq",
         )
         .map_err(|e| err(p, "reading sessions", e))?;
     let mut rows = stmt.query([]).map_err(|e| err(p, "reading sessions", e))?;
@@ -61,6 +61,7 @@ pub(super) fn read_sessions(conn: &Connection, p: &Path) -> Result<Vec<SessionRe
                 .get::<_, Option<String>>(7)
                 .map_err(field)?
                 .and_then(|m| serde_json::from_str(&m).ok()),
+            pinned_candidate_id: r.get(8).map_err(field)?,
             candidates: vec![],
             rollouts: vec![],
             rewards: vec![],

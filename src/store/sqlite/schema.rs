@@ -63,9 +63,10 @@ CREATE TABLE rewards (
     // this index only cost every rollout insert a second B-tree write.
     "DROP INDEX IF EXISTS rollouts_by_candidate;",
     // 3: why a candidate was archived (NULL for those archived before: pruned or
-    // replaced), and whether it waits for an operator's approval.
+    // replaced), whether it waits for an operator's approval, and the pinned candidate.
     "ALTER TABLE candidates ADD COLUMN archived_reason TEXT;
-     ALTER TABLE candidates ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
+     ALTER TABLE candidates ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN pinned_candidate_id TEXT;",
 ];
 
 /// The page size of a database this build creates. Rollout records (about 1.5 KiB each
