@@ -33,6 +33,7 @@ pub enum Route<'a> {
     ArchiveCandidate(&'a str, &'a str),
     PinCandidate(&'a str, &'a str),
     Unpin(&'a str),
+    Events(&'a str),
     Proxy {
         session_id: &'a str,
         correlation_id: Option<&'a str>,
@@ -65,6 +66,7 @@ impl Route<'_> {
             Route::ArchiveCandidate(..) => "archive_candidate",
             Route::PinCandidate(..) => "pin_candidate",
             Route::Unpin(_) => "unpin",
+            Route::Events(_) => "events",
             Route::Proxy { .. } => "proxy",
             Route::MethodNotAllowed { .. } => "method_not_allowed",
             Route::NotFound => "not_found",
@@ -86,7 +88,8 @@ impl Route<'_> {
             | Route::ApproveCandidate(id, _)
             | Route::ArchiveCandidate(id, _)
             | Route::PinCandidate(id, _)
-            | Route::Unpin(id) => Some(id),
+            | Route::Unpin(id)
+            | Route::Events(id) => Some(id),
             _ => None,
         }
     }
@@ -206,6 +209,7 @@ fn match_session_path(rest: &str) -> (Option<Route<'_>>, &'static str) {
         Some("reward") => (Some(Route::Reward(id)), "POST"),
         Some("prompt") => (Some(Route::PromptUrls(id)), "GET"),
         Some("unpin") => (Some(Route::Unpin(id)), "POST"),
+        Some("events") => (Some(Route::Events(id)), "GET"),
         Some(_) => (None, ""),
     }
 }

@@ -306,6 +306,11 @@ async fn a_candidate_the_upstream_refuses_stops_being_served_after_five_failed_c
         );
     }
     assert_eq!(mock.requests_with_instruction(PROPOSED), refused);
+    let (_, page) = candidates_route(&gw, "GET", &format!("{id}/events"), None).await;
+    let archived = &page["items"][1];
+    assert_eq!(archived["type"], "candidate_archived", "{page}");
+    assert_eq!(archived["candidate_id"].as_str(), Some(cid));
+    assert_eq!(archived["reason"], "upstream_failures");
 }
 
 #[tokio::test]
@@ -368,6 +373,12 @@ async fn an_injected_user_message_does_not_reach_a_new_candidate() {
         1,
         "no candidate: {v}"
     );
+    let (_, page) = candidates_route(&gw, "GET", &format!("{id}/events"), None).await;
+    assert_eq!(page["items"][0]["type"], "proposal_rejected");
+    assert!(page["items"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("verbatim"));
 
     // The reflection prompt told the model what the users' text is, and capped its reply.
     let request = mock.proposer_requests()[0].json();
@@ -411,6 +422,18 @@ async fn candidates_route(
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The types of a session's events, in order.
+async fn event_types(gw: &Gateway, id: &str) -> Vec<String> {
+    let (status, page) = candidates_route(gw, "GET", &format!("{id}/events?limit=500"), None).await;
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -508,6 +531,41 @@ async fn in_manual_review_a_proposal_is_never_served_before_an_operator_approves
     assert_eq!(
         (status, e["error"]["code"].clone()),
         (409, json!("last_active_candidate"))
+    );
+
+    // Every change is an event, numbered, and kept across the crashes above.
+    assert_eq!(
+        event_types(&gw, &id).await,
+        [
+            "proposal_accepted",
+            "candidate_approved",
+            "candidate_archived"
+        ]
+    );
+    let (_, page) = candidates_route(
+        &gw,
+        "GET",
+        &format!("{id}/events?since_seq=1&limit=1"),
+        None,
+    )
+    .await;
+    let event = &page["items"][0];
+    assert_eq!(
+        (event["seq"].clone(), event["type"].clone()),
+        (json!(2), json!("candidate_approved"))
+    );
+    assert_eq!(event["candidate_id"], pending.as_str());
+    assert_eq!(page["next_since_seq"], 2);
+    let (_, page) = candidates_route(&gw, "GET", &format!("{id}/events?since_seq=3"), None).await;
+    assert_eq!(
+        (page["items"].clone(), page["next_since_seq"].clone()),
+        (json!([]), json!(3))
+    );
+    let (status, e) =
+        candidates_route(&gw, "GET", &format!("{id}/events?since_seq=-1"), None).await;
+    assert_eq!(
+        (status, e["error"]["param"].clone()),
+        (400, json!("since_seq"))
     );
 }
 
@@ -693,5 +751,15 @@ async fn a_pin_holds_every_call_on_one_candidate_and_survives_a_crash() {
     assert_eq!(
         (status, e["error"]["code"].clone()),
         (404, json!("unknown_candidate"))
+    );
+    assert_eq!(
+        event_types(&gw, &id).await,
+        [
+            "proposal_accepted",
+            "pinned",
+            "candidate_archived",
+            "pinned",
+            "unpinned"
+        ]
     );
 }

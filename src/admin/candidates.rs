@@ -1,11 +1,12 @@
-//! The candidate routes of the session API: list, read, add, approve, archive.
+//! The operator routes of the session API: candidates (list, read, add, approve,
+//! archive) and the session's events.
 
 use bytes::Bytes;
 use serde::Deserialize;
 use std::sync::Arc;
 
 use super::params::{page_params, query_pairs};
-use super::views::{to_json, CandidatePageView, CandidateView};
+use super::views::{to_json, CandidatePageView, CandidateView, EventPageView, EventView};
 use crate::errors::ApiError;
 use crate::gepa::candidate::Candidate;
 use crate::gepa::status::CandidateStatus;
@@ -36,6 +37,27 @@ pub(super) fn list_candidates(session: &Session, query: &str) -> Result<Bytes, A
 pub(super) fn create_candidate(session: &Session, body: &[u8]) -> Result<Bytes, ApiError> {
     let instruction = parse_new_candidate(body)?;
     candidate_json(&session.add_candidate(&instruction)?)
+}
+
+/// `GET /sessions/{id}/events?since_seq=&limit=`: the events after `since_seq` (0: from the
+/// oldest kept).
+pub(super) fn list_events(session: &Session, query: &str) -> Result<Bytes, ApiError> {
+    let (limit, _) = page_params(query)?;
+    let since_seq = match query_pairs(query).find(|(k, _)| *k == "since_seq") {
+        None | Some((_, "")) => 0,
+        Some((_, v)) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                "since_seq",
+                "`since_seq` must be a non-negative integer (a `next_since_seq`)",
+            )
+        })?,
+    };
+    let (events, next_since_seq) = session.events(since_seq, limit);
+    to_json(&EventPageView {
+        items: events.iter().map(EventView::new).collect(),
+        next_since_seq,
+    })
 }
 
 /// One candidate, as every candidate route answers.

@@ -7,7 +7,7 @@
 
 mod candidates;
 mod params;
-use candidates::{candidate_json, create_candidate, list_candidates};
+use candidates::{candidate_json, create_candidate, list_candidates, list_events};
 use params::{page_params, query_pairs};
 pub mod requests;
 pub mod views;
@@ -78,6 +78,7 @@ impl AdminApi {
                 session.pin(cid)?;
                 to_json(&SessionView::new(&session.summary(), &self.urls))
             }
+            Route::Events(id) => list_events(&*self.session(id)?, query),
             Route::Unpin(id) => {
                 let session = self.session(id)?;
                 session.unpin()?;

@@ -9,6 +9,7 @@ use crate::errors::ApiError;
 
 use crate::format::rfc3339;
 use crate::gepa::candidate::Candidate;
+use crate::gepa::events::Event;
 use crate::gepa::optimizer::ProposerSnapshot;
 use crate::gepa::{GepaSettings, RewardReply, SessionDetail, SessionSummary};
 use crate::routes::PublicUrls;
@@ -163,6 +164,36 @@ impl<'a> ProposerView<'a> {
 pub struct CandidatePageView<'a> {
     pub items: Vec<CandidateView<'a>>,
     pub next_cursor: Option<String>,
+}
+
+/// One event of a session: its number, type and time, and its details beside them.
+#[derive(Serialize)]
+pub struct EventView<'a> {
+    seq: u64,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    at: String,
+    #[serde(flatten)]
+    detail: &'a serde_json::Map<String, Value>,
+}
+
+impl<'a> EventView<'a> {
+    pub fn new(e: &'a Event) -> Self {
+        EventView {
+            seq: e.seq,
+            kind: &e.kind,
+            at: rfc3339(e.at),
+            detail: &e.detail,
+        }
+    }
+}
+
+/// A page of a session's events.
+#[derive(Serialize)]
+pub struct EventPageView<'a> {
+    pub items: Vec<EventView<'a>>,
+    /// Pass as `since_seq` to get the events after these.
+    pub next_since_seq: u64,
 }
 
 /// The answer to a reward.

@@ -9,7 +9,8 @@
 //! - [`settings`]: what a session is created with; [`reward`]: what a client reports;
 //! - [`session`]: one session: calls, rewards, lifecycle, proposals, restore;
 //! - [`candidate`]: one instruction and its statistics; [`rollout_id`]: self-verifying ids;
-//! - [`status`]: the lifecycle table; [`error`]: the domain's errors;
+//! - [`status`]: the lifecycle table; [`error`]: the domain's errors; [`events`]: what
+//!   happened to a session;
 //! - [`store`]: the port to durable storage and its plain records;
 //! - GEPA: [`allocation`] and [`selection`] (which candidate serves a call), [`pareto`]
 //!   (per-instance score table and front), [`reflection`] (the proposer's prompts and
@@ -20,6 +21,7 @@ pub mod allocation;
 pub mod candidate;
 pub mod env;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod optimizer;
 pub mod pareto;

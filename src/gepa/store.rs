@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+use super::events::Event;
 use super::reward::Reward;
 use super::settings::GepaSettings;
 use super::status::{ArchiveReason, CandidateStatus, Status};
@@ -44,6 +45,8 @@ pub struct SessionRecord {
     pub rollouts: Vec<RolloutRecord>,
     /// Restore only: in the order they were counted.
     pub rewards: Vec<RewardRecord>,
+    /// Restore only: the newest events, in order.
+    pub events: Vec<Event>,
 }
 
 /// A candidate instruction as the store keeps it.
@@ -155,6 +158,9 @@ pub trait StateStore: Send + Sync {
         status: CandidateStatus,
         reason: Option<ArchiveReason>,
     ) -> Result<(), StoreError>;
+    /// An event of the session, after the change it records. Committed like the change
+    /// (events are rare); a failure is logged, the change stays.
+    fn event_recorded(&self, session_id: &str, event: &Event);
     /// The candidate an operator pinned (`None`: unpinned), before it takes effect.
     fn pin_changed(&self, session_id: &str, candidate_id: Option<&str>) -> Result<(), StoreError>;
     /// A finished call's rollout record, write-behind: must not block.

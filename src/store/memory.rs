@@ -6,6 +6,7 @@ use crate::gepa::store::{
     StoreError, StoredRollout,
 };
 use crate::gepa::status::{ArchiveReason, CandidateStatus};
+use crate::gepa::events::Event;
 use crate::gepa::Status;
 
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +57,7 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+    fn event_recorded(&self, _: &str, _: &Event) {}
     fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
         Ok(())
     }

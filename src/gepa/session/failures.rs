@@ -45,7 +45,7 @@ impl Session {
     ) {
         served.record_call(verdict, now);
         for candidate in st.failing_candidates(served, verdict) {
-            self.archive(&candidate, ArchiveReason::UpstreamFailures);
+            self.archive(st, &candidate, ArchiveReason::UpstreamFailures);
         }
     }
 }

@@ -21,13 +21,14 @@ pub use calls::{CallOutcome, CallTicket, Rollout};
 pub use snapshot::{SessionDetail, SessionMetrics, SessionSummary};
 
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::candidate::Candidate;
 use super::env::SessionEnv;
+use super::events::{detail, EventLog};
 use super::error::GepaError;
 use super::optimizer::OptimizerState;
 use super::settings::{GepaSettings, NewSession};
@@ -55,6 +56,7 @@ struct SessionState {
     optimizer: OptimizerState,
     /// The candidate an operator pinned: while the session runs, every call gets it.
     pinned: Option<Arc<Candidate>>,
+    events: EventLog,
 }
 
 impl SessionState {
@@ -71,6 +73,7 @@ impl SessionState {
             reward_count: 0,
             calls_since_sweep: 0,
             pinned: None,
+            events: EventLog::default(),
             optimizer: OptimizerState::default(),
         }
     }
@@ -137,6 +140,7 @@ impl Session {
             pinned_candidate_id: st.pinned.as_ref().map(|c| c.id.to_string()),
             rollouts: Vec::new(),
             rewards: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -159,9 +163,15 @@ impl Session {
         Ok(())
     }
 
+    /// Records an event of the session (kept in memory, written behind to the store).
+    fn record_event(&self, st: &mut SessionState, kind: &str, detail: Map<String, Value>) {
+        let event = st.events.push(kind, detail);
+        self.env.store.event_recorded(&self.id, &event);
+    }
+
     /// Archives `candidate` for `reason`: persisted first, then it stops serving. `false`
     /// when the store refused (it then goes on serving; the next occasion tries again).
-    pub(super) fn archive(&self, candidate: &Candidate, reason: ArchiveReason) -> bool {
+    fn archive(&self, st: &mut SessionState, candidate: &Candidate, reason: ArchiveReason) -> bool {
         let archived = CandidateStatus::Archived;
         if let Err(e) = self.set_candidate_status(candidate, archived, Some(reason)) {
             log::warn!(
@@ -179,7 +189,16 @@ impl Session {
             candidate.id,
             reason.as_str()
         );
+        self.record_archive(st, candidate, reason);
         true
+    }
+
+    fn record_archive(&self, st: &mut SessionState, candidate: &Candidate, reason: ArchiveReason) {
+        let detail = detail([
+            ("candidate_id", Value::from(&*candidate.id)),
+            ("reason", Value::from(reason.as_str())),
+        ]);
+        self.record_event(st, "candidate_archived", detail);
     }
 
     /// Persists, then applies, a candidate's new status.
@@ -199,7 +218,13 @@ impl Session {
     /// Applies a transition under the session's lock (persisted first).
     fn apply_transition(&self, st: &mut SessionState, t: Transition) -> Result<(), GepaError> {
         if let Some(next) = next_status(st.status, t)? {
+            let from = st.status;
             self.set_status(st, next)?;
+            let detail = detail([
+                ("from", Value::from(from.as_str())),
+                ("to", Value::from(next.as_str())),
+            ]);
+            self.record_event(st, "status_changed", detail);
         }
         Ok(())
     }

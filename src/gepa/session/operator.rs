@@ -1,12 +1,14 @@
 //! What an operator does to a session's candidates: read them, add a hand-written one,
 //! approve a pending proposal, archive one. Each change is persisted before it applies.
 
+use serde_json::Value;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{Session, SessionState};
 use crate::gepa::candidate::Candidate;
 use crate::gepa::error::GepaError;
+use crate::gepa::events::{detail, Event};
 use crate::gepa::status::{ArchiveReason, CandidateStatus};
 
 impl Session {
@@ -71,6 +73,8 @@ impl Session {
             .candidate_added(&self.id, &candidate.record())?;
         st.candidates.push(candidate.clone());
         st.updated_at = OffsetDateTime::now_utc();
+        let detail = detail([("candidate_id", Value::from(&*candidate.id))]);
+        self.record_event(&mut st, "candidate_added", detail);
         Ok(candidate)
     }
 
@@ -84,6 +88,8 @@ impl Session {
         }
         self.set_candidate_status(&candidate, CandidateStatus::Active, None)?;
         st.updated_at = OffsetDateTime::now_utc();
+        let detail = detail([("candidate_id", Value::from(&*candidate.id))]);
+        self.record_event(&mut st, "candidate_approved", detail);
         Ok(candidate)
     }
 
@@ -102,9 +108,10 @@ impl Session {
             }
             CandidateStatus::Active | CandidateStatus::Pending => {}
         }
-        let reason = Some(ArchiveReason::Operator);
-        self.set_candidate_status(&candidate, CandidateStatus::Archived, reason)?;
+        let reason = ArchiveReason::Operator;
+        self.set_candidate_status(&candidate, CandidateStatus::Archived, Some(reason))?;
         st.updated_at = OffsetDateTime::now_utc();
+        self.record_archive(&mut st, &candidate, reason);
         Ok(candidate)
     }
 
@@ -118,8 +125,10 @@ impl Session {
             self.set_candidate_status(&candidate, CandidateStatus::Active, None)?;
         }
         self.env.store.pin_changed(&self.id, Some(&candidate.id))?;
+        let detail = detail([("candidate_id", Value::from(&*candidate.id))]);
         st.pinned = Some(candidate);
         st.updated_at = OffsetDateTime::now_utc();
+        self.record_event(&mut st, "pinned", detail);
         Ok(())
     }
 
@@ -130,9 +139,17 @@ impl Session {
             return Ok(());
         }
         self.env.store.pin_changed(&self.id, None)?;
-        st.pinned = None;
+        let unpinned = st.pinned.take().map(|c| c.id.to_string());
         st.updated_at = OffsetDateTime::now_utc();
+        let detail = detail([("candidate_id", Value::from(unpinned))]);
+        self.record_event(&mut st, "unpinned", detail);
         Ok(())
+    }
+
+    /// Up to `limit` of the session's events after `since_seq`, and the `since_seq` to
+    /// ask with next (see [`crate::gepa::events::EventLog::since`]).
+    pub fn events(&self, since_seq: u64, limit: usize) -> (Vec<Event>, u64) {
+        self.state.lock().events.since(since_seq, limit)
     }
 }
 

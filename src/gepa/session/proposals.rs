@@ -1,15 +1,17 @@
 //! The session's side of proposals: when one is due, handing out the job, booking its
 //! outcome, and pruning.
 
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use time::OffsetDateTime;
 
 use super::{Session, SessionState};
+use crate::config::Review;
 use crate::gepa::candidate::Candidate;
+use crate::gepa::events::detail;
 use crate::gepa::guard;
 use crate::gepa::optimizer::{self, ProposalJob};
-use crate::config::Review;
 use crate::gepa::status::{ArchiveReason, CandidateStatus, Status};
 
 impl Session {
@@ -57,7 +59,7 @@ impl Session {
         if !self.pool_has_free_slot(&st) {
             // A full pool replaces its weakest judged candidate instead of freezing.
             let weakest = self.replaceable(&st)?;
-            if !self.archive(&weakest, ArchiveReason::Replaced) {
+            if !self.archive(&mut st, &weakest, ArchiveReason::Replaced) {
                 return None;
             }
         }
@@ -74,44 +76,57 @@ impl Session {
         )
     }
 
-    /// Books a proposal's outcome: `Ok(instruction)` becomes a new candidate unless it is
-    /// empty or an exact duplicate; an `Err` is counted and retried after a back-off.
-    /// Returns the new candidate's id.
+    /// Books a proposal's outcome: `Ok(instruction)` becomes a new candidate (pending in
+    /// manual review) unless the guard refuses it, it is empty, or it duplicates a
+    /// candidate; such a rejection is counted, and an `Err` is counted and retried after
+    /// a back-off. Either way an event says what happened. Returns the new candidate's id.
     pub fn finish_proposal(
         &self,
         job: &ProposalJob,
         result: Result<String, String>,
     ) -> Option<String> {
-        // Checked before taking the lock: the copy check reads every example's text.
-        let max_bytes = self.env.optimizer.max_instruction_bytes;
-        let refused = match &result {
-            Ok(text) => guard::rejection(text.trim(), job, max_bytes),
-            Err(_) => None,
-        };
+        // Judged before taking the lock: the copy check reads every example's text.
+        let judged = result.map(|text| {
+            let text = text.trim().to_string();
+            let max_bytes = self.env.optimizer.max_instruction_bytes;
+            match guard::rejection(&text, job, max_bytes) {
+                None if text.is_empty() => Err("the proposal was empty".to_string()),
+                None => Ok(text),
+                Some(reason) => Err(reason),
+            }
+        });
         let mut st = self.state.lock();
-        let now = Instant::now();
-        if let Some(reason) = refused {
-            st.optimizer.rejected(reason);
-            return None;
+        match judged {
+            Ok(Ok(instruction)) => self.add_proposal(&mut st, job, instruction),
+            Ok(Err(reason)) => {
+                self.reject_proposal(&mut st, reason);
+                None
+            }
+            Err(error) => {
+                st.optimizer.failed(error.clone(), Instant::now());
+                let detail = detail([("error", Value::from(error))]);
+                self.record_event(&mut st, "proposal_failed", detail);
+                None
+            }
         }
-        let instruction = match result {
-            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-            Ok(_) => {
-                st.optimizer.rejected("the proposal was empty".into());
-                return None;
-            }
-            Err(e) => {
-                st.optimizer.failed(e, now);
-                return None;
-            }
-        };
-        if st
-            .candidates
-            .iter()
-            .any(|c| c.instruction.trim() == instruction)
-        {
-            st.optimizer
-                .rejected("the proposal duplicates an existing candidate".into());
+    }
+
+    fn reject_proposal(&self, st: &mut SessionState, reason: String) {
+        st.optimizer.rejected(reason.clone());
+        let detail = detail([("reason", Value::from(reason))]);
+        self.record_event(st, "proposal_rejected", detail);
+    }
+
+    /// A proposal that passed the guard becomes a candidate, unless it duplicates one.
+    fn add_proposal(
+        &self,
+        st: &mut SessionState,
+        job: &ProposalJob,
+        instruction: String,
+    ) -> Option<String> {
+        if st.candidates.iter().any(|c| c.instruction.trim() == instruction) {
+            let reason = "the proposal duplicates an existing candidate".to_string();
+            self.reject_proposal(st, reason);
             return None;
         }
         let id = format!("cand_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
@@ -124,18 +139,21 @@ impl Session {
             // Recorded as pending: never served until an operator approves it.
             candidate.set_status(CandidateStatus::Pending, None);
         }
-        if let Err(e) = self
-            .env
-            .store
-            .candidate_added(&self.id, &candidate.record())
-        {
-            st.optimizer
-                .failed(format!("the store refused the candidate: {}", e.0), now);
+        let stored = self.env.store.candidate_added(&self.id, &candidate.record());
+        if let Err(e) = stored {
+            let error = format!("the store refused the candidate: {}", e.0);
+            st.optimizer.failed(error, Instant::now());
             return None;
         }
+        let detail = detail([
+            ("candidate_id", Value::from(id.as_str())),
+            ("parent_ids", Value::from(job.parent_ids())),
+            ("status", Value::from(candidate.status().as_str())),
+        ]);
         st.candidates.push(candidate);
         st.optimizer.accepted(job);
         st.updated_at = OffsetDateTime::now_utc();
+        self.record_event(st, "proposal_accepted", detail);
         Some(id)
     }
 
@@ -146,8 +164,10 @@ impl Session {
             self.settings.online_prune_threshold,
             self.settings.online_prune_min_rollouts,
         );
-        for c in losers.iter().filter(|c| !st.is_pinned(c)) {
-            self.archive(c, ArchiveReason::Pruned);
+        for c in losers {
+            if !st.is_pinned(&c) {
+                self.archive(st, &c, ArchiveReason::Pruned);
+            }
         }
     }
 }

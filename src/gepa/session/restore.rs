@@ -26,6 +26,9 @@ impl Session {
         }
         let mut st = SessionState::new(r.status, r.updated_at, candidates);
         st.pinned = r.pinned_candidate_id.and_then(|id| st.candidate(&id));
+        for event in r.events {
+            st.events.restore(event);
+        }
         let now = Instant::now();
         for ro in r.rollouts {
             st.restore_rollout(ro, now);

@@ -323,6 +323,7 @@ impl StateStore for BrokenStore {
     ) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
+    fn event_recorded(&self, _: &str, _: &crate::gepa::events::Event) {}
     fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
         Ok(())
     }
@@ -367,6 +368,7 @@ impl StateStore for GatedStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+    fn event_recorded(&self, _: &str, _: &crate::gepa::events::Event) {}
     fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
         Ok(())
     }

@@ -37,6 +37,7 @@ pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 use parking_lot::Mutex;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -52,10 +53,13 @@ use crate::gepa::store::{
     StoreError, StoredRollout,
 };
 use crate::gepa::status::{ArchiveReason, CandidateStatus};
+use crate::gepa::events::Event;
 use crate::gepa::Status;
 use codec::{insert_candidate, opt_text, text};
 use lock::take_lock;
-use restore::{read_candidates, read_reward, read_rewards, read_rollouts, read_sessions};
+use restore::{
+    read_candidates, read_events, read_reward, read_rewards, read_rollouts, read_sessions,
+};
 use schema::{connect, load_rollout_key};
 use writer::{Change, Reply, RolloutQueue, WriteOp, WriterJob};
 
@@ -164,6 +168,7 @@ impl SqliteStore {
         let counts = read_rollouts(&conn, &self.path, &index, keep, &mut sessions)?;
         read_candidates(&conn, &self.path, &index, &counts, &mut sessions)?;
         read_rewards(&conn, &self.path, &index, &mut sessions)?;
+        read_events(&conn, &self.path, &index, &mut sessions)?;
         Ok(sessions)
     }
 
@@ -369,6 +374,27 @@ impl StateStore for SqliteStore {
                 ],
             )],
         )
+    }
+
+    fn event_recorded(&self, session_id: &str, event: &Event) {
+        let detail = Value::Object(event.detail.clone()).to_string();
+        let statements = vec![(
+                "INSERT OR REPLACE INTO events (session_id, seq, at, type, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                vec![
+                    text(session_id),
+                    SqlValue::Integer(i64::try_from(event.seq).unwrap_or(i64::MAX)),
+                    SqlValue::Text(rfc3339(event.at)),
+                    text(&event.kind),
+                    SqlValue::Text(detail),
+                ],
+            )];
+        // Committed like the change it records (events are rare: proposals and operators'
+        // changes), so that what the API answered is in the log after a crash too. A
+        // failure here leaves the change, already committed, in place.
+        if let Err(e) = self.commit_blocking("recording an event", statements) {
+            log::error!("store: an event was not written: {}", e.0);
+        }
     }
 
     fn pin_changed(&self, session_id: &str, candidate_id: Option<&str>) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::codec::{decode_messages, parse_time};
 use super::err;
 use crate::gepa::store::{CandidateRecord, RewardRecord, RolloutRecord, SessionRecord, StoreError};
+use crate::gepa::events::{Event, MAX_EVENTS_IN_MEMORY};
 use crate::gepa::status::{ArchiveReason, CandidateStatus};
 use crate::gepa::{GepaSettings, Reward, Status};
 
@@ -62,6 +63,7 @@ pub(super) fn read_sessions(conn: &Connection, p: &Path) -> Result<Vec<SessionRe
                 .map_err(field)?
                 .and_then(|m| serde_json::from_str(&m).ok()),
             pinned_candidate_id: r.get(8).map_err(field)?,
+            events: vec![],
             candidates: vec![],
             rollouts: vec![],
             rewards: vec![],
@@ -220,4 +222,39 @@ fn candidate_status(archived: bool, pending: bool) -> CandidateStatus {
     } else {
         CandidateStatus::Active
     }
+}
+
+/// The newest [`MAX_EVENTS_IN_MEMORY`] events of each session, in order.
+pub(super) fn read_events(
+    conn: &Connection,
+    p: &Path,
+    index: &HashMap<String, usize>,
+    sessions: &mut [SessionRecord],
+) -> Result<(), StoreError> {
+    let what = "reading events";
+    let mut stmt = conn
+        .prepare(
+            "SELECT session_id, seq, at, type, detail FROM (SELECT *, ROW_NUMBER() OVER \
+             (PARTITION BY session_id ORDER BY seq DESC) AS age FROM events) \
+             WHERE age <= ?1 ORDER BY session_id, seq",
+        )
+        .map_err(|e| err(p, what, e))?;
+    let keep = i64::try_from(MAX_EVENTS_IN_MEMORY).unwrap_or(i64::MAX);
+    let mut rows = stmt.query([keep]).map_err(|e| err(p, what, e))?;
+    while let Some(r) = rows.next().map_err(|e| err(p, what, e))? {
+        let field = |e| err(p, "reading an event", e);
+        let sid: String = r.get(0).map_err(field)?;
+        let Some(&i) = index.get(&sid) else { continue };
+        let detail = match serde_json::from_str(&r.get::<_, String>(4).map_err(field)?) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        sessions[i].events.push(Event {
+            seq: u64::try_from(r.get::<_, i64>(1).map_err(field)?).unwrap_or_default(),
+            at: parse_time(&r.get::<_, String>(2).map_err(field)?),
+            kind: r.get(3).map_err(field)?,
+            detail,
+        });
+    }
+    Ok(())
 }

@@ -63,10 +63,19 @@ CREATE TABLE rewards (
     // this index only cost every rollout insert a second B-tree write.
     "DROP INDEX IF EXISTS rollouts_by_candidate;",
     // 3: why a candidate was archived (NULL for those archived before: pruned or
-    // replaced), whether it waits for an operator's approval, and the pinned candidate.
+    // replaced), whether it waits for an operator's approval, the pinned candidate, and
+    // each session's events.
     "ALTER TABLE candidates ADD COLUMN archived_reason TEXT;
      ALTER TABLE candidates ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE sessions ADD COLUMN pinned_candidate_id TEXT;",
+     ALTER TABLE sessions ADD COLUMN pinned_candidate_id TEXT;
+     CREATE TABLE events (
+         session_id TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         at TEXT NOT NULL,
+         type TEXT NOT NULL,
+         detail TEXT NOT NULL,
+         PRIMARY KEY (session_id, seq)
+     );",
 ];
 
 /// The page size of a database this build creates. Rollout records (about 1.5 KiB each
