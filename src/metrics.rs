@@ -218,6 +218,7 @@ struct SessionFamilies {
     candidates: IntGaugeVec,
     proposals: IntCounterVec,
     failures: IntCounterVec,
+    proposer_tokens: IntCounterVec,
     sessions: IntGaugeVec,
 }
 
@@ -284,6 +285,13 @@ impl SessionFamilies {
                 ),
                 &["session"],
             )?,
+            proposer_tokens: IntCounterVec::new(
+                opts(
+                    "gepa_proposer_tokens_total",
+                    "Tokens the proposer model reported, per session and kind (prompt, completion).",
+                ),
+                &["session", "kind"],
+            )?,
             sessions,
         })
     }
@@ -327,12 +335,16 @@ impl SessionFamilies {
             .with_label_values(&[id, "failed"])
             .inc_by(snap.failures);
         self.failures.with_label_values(&[id]).inc_by(snap.failures);
+        let (prompt, completion) = snap.proposer_tokens;
+        let tokens = &self.proposer_tokens;
+        tokens.with_label_values(&[id, "prompt"]).inc_by(prompt);
+        tokens.with_label_values(&[id, "completion"]).inc_by(completion);
     }
 
     /// The families that have series (a family without any is left out of the exposition).
     fn collect(self) -> Vec<prometheus::proto::MetricFamily> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 9] = [
+        let collectors: [&dyn Collector; 10] = [
             &self.rollouts,
             &self.rewards,
             &self.reward_sum,
@@ -341,6 +353,7 @@ impl SessionFamilies {
             &self.candidates,
             &self.proposals,
             &self.failures,
+            &self.proposer_tokens,
             &self.sessions,
         ];
         collectors

@@ -116,6 +116,24 @@ pub fn sse_reply_text(body: &[u8]) -> Option<String> {
     saw_event.then_some(out)
 }
 
+/// The tokens a completion's `usage` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// `usage` of a JSON completion, when it has one.
+pub fn usage(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +255,19 @@ mod tests {
             Some(Reply::ToolCalls(r#"[{"id":"t"}]"#.into()))
         );
         assert_eq!(completion_text(body), None, "the proposer wants text");
+    }
+
+    #[test]
+    fn usage_is_read_when_the_reply_has_it() {
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29}}"#;
+        assert_eq!(
+            usage(body),
+            Some(Usage {
+                prompt_tokens: 19,
+                completion_tokens: 10
+            })
+        );
+        assert_eq!(usage(br#"{"choices":[]}"#), None);
+        assert_eq!(usage(b"not json"), None);
     }
 }

@@ -763,3 +763,30 @@ async fn a_pin_holds_every_call_on_one_candidate_and_survives_a_crash() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_session_stops_proposing_at_its_limit_and_reports_the_proposers_tokens() {
+    let (mock, gw) = start_with("  proposer:\n    max_proposals: 1\n").await;
+    let id = session_with_a_proposal(&gw).await;
+    let v = wait_for(&gw, &id, "the limit", |v| {
+        v["proposer"]["state"] == "limited"
+    })
+    .await;
+    let proposer = &v["proposer"];
+    assert_eq!(proposer["proposals"], 1);
+    assert!(proposer["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max_proposals = 1"));
+    // The mock's reply reports 1 prompt and 2 completion tokens.
+    assert_eq!(proposer["tokens"], json!({"prompt": 1, "completion": 2}));
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("gepa_proposer_tokens_total{{kind=\"completion\",session=\"{id}\"}} 2");
+    assert!(metrics.contains(&series), "{series}");
+    assert_eq!(mock.proposer_requests().len(), 1);
+}

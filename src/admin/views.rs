@@ -145,6 +145,14 @@ struct ProposerView<'a> {
     proposals: u64,
     failures: u64,
     last_error: Option<&'a str>,
+    /// Tokens the proposer model reported for this session (since the process started).
+    tokens: TokensView,
+}
+
+#[derive(Serialize)]
+struct TokensView {
+    prompt: u64,
+    completion: u64,
 }
 
 impl<'a> ProposerView<'a> {
@@ -155,6 +163,10 @@ impl<'a> ProposerView<'a> {
             proposals: p.proposals,
             failures: p.failures,
             last_error: p.last_error.as_deref(),
+            tokens: TokensView {
+                prompt: p.prompt_tokens,
+                completion: p.completion_tokens,
+            },
         }
     }
 }

@@ -119,6 +119,10 @@ pub struct ProposerConfig {
     /// Longest instruction a proposal may have; a longer one is rejected.
     pub max_instruction_bytes: usize,
     pub review: Review,
+    /// Proposer calls per session; `None`: unlimited.
+    pub max_proposals: Option<u64>,
+    /// Proposer calls per hour over the whole gateway; `None`: unlimited.
+    pub max_proposals_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +210,8 @@ impl Default for GatewayConfig {
                 merge: DEFAULT_MERGE,
                 max_instruction_bytes: DEFAULT_MAX_INSTRUCTION_BYTES as usize,
                 review: Review::Auto,
+                max_proposals: None,
+                max_proposals_per_hour: None,
             },
             gepa_defaults: GepaDefaults {
                 online_proposer_min_rollouts: DEFAULT_MIN_ROLLOUTS as u32,

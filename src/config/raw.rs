@@ -122,6 +122,8 @@ pub(super) struct RawProposer {
     pub(super) minibatch_size: Option<u64>,
     pub(super) merge: Option<bool>,
     pub(super) max_instruction_bytes: Option<u64>,
+    pub(super) max_proposals: Option<u64>,
+    pub(super) max_proposals_per_hour: Option<u64>,
     #[serde(default)]
     pub(super) review: Named<Review>,
 }

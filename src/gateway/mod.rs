@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use crate::config::{self, GatewayConfig};
 use crate::metrics::MetricsApp;
-use crate::proposer::Proposer;
+use crate::proposer::{HourlyLimit, Proposer};
 use crate::request::RequestCtx;
 use services::{Handover, StoreLoader};
 
@@ -107,6 +107,7 @@ impl Gepa {
             sessions: state.sessions.clone(),
             client: Arc::new(state.proposer_client()),
             wake: state.sessions.env().proposer_wake.clone(),
+            hourly: HourlyLimit::new(state.config.proposer.max_proposals_per_hour),
         };
         server.add_service(background_service("proposer", proposer));
         let phases = parking_lot::Mutex::new(Some(server.watch_execution_phase()));

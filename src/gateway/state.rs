@@ -102,6 +102,7 @@ fn session_env(config: &GatewayConfig, store: Arc<dyn StateStore>) -> SessionEnv
             merge: config.proposer.merge,
             max_instruction_bytes: config.proposer.max_instruction_bytes,
             review: config.proposer.review,
+            max_proposals: config.proposer.max_proposals,
             disabled_reason: config.proposer.api_key.is_none().then(|| {
                 "no proposer key: set gateway.proposer.api_key_env or \
                  gateway.upstream.api_key_env"

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::candidate::Candidate;
 use crate::config::Review;
+use crate::reply::Usage;
 use super::pareto::{pareto_front, sample_parent, FrontMember, ScoreTable};
 use super::reflection::{choose_minibatch, merge_prompt, reflection_prompt, ReflectionExample};
 use super::status::Status;
@@ -67,6 +68,8 @@ pub struct OptimizerConfig {
     pub max_instruction_bytes: usize,
     /// Whether proposals wait for an operator's approval (`proposer.review`).
     pub review: Review,
+    /// Proposer calls per session (`proposer.max_proposals`); `None`: unlimited.
+    pub max_proposals: Option<u64>,
     /// Why the proposer cannot run (no key), if it cannot.
     pub disabled_reason: Option<String>,
 }
@@ -86,6 +89,11 @@ pub struct ProposerStatus {
     stagnation: u32,
     /// The best candidate when it was last looked at.
     last_best: Option<String>,
+    /// Proposer calls started (what `proposer.max_proposals` limits).
+    calls: u64,
+    /// Tokens the proposer model reported in its replies' `usage`.
+    prompt_tokens: u64,
+    completion_tokens: u64,
 }
 
 impl ProposerStatus {
@@ -95,6 +103,11 @@ impl ProposerStatus {
 
     pub fn failures(&self) -> u64 {
         self.failures
+    }
+
+    /// `(prompt, completion)` tokens the proposer model reported.
+    pub fn tokens(&self) -> (u64, u64) {
+        (self.prompt_tokens, self.completion_tokens)
     }
 
     pub(super) fn reward_counted(&mut self) {
@@ -109,19 +122,33 @@ impl ProposerStatus {
     }
 
     /// What GET session shows of the proposer, given the session's status.
-    pub(super) fn snapshot(&self, session: Status, disabled: Option<&str>) -> ProposerSnapshot {
+    pub(super) fn snapshot(
+        &self,
+        session: Status,
+        disabled: Option<&str>,
+        max_proposals: Option<u64>,
+    ) -> ProposerSnapshot {
+        let limited = max_proposals.filter(|max| self.calls >= *max);
         let state = match (session, disabled) {
             (Status::Completed | Status::Cancelled, _) => ProposerState::Finished,
             (_, Some(_)) => ProposerState::Disabled,
+            _ if limited.is_some() && !self.in_flight => ProposerState::Limited,
             _ if self.in_flight => ProposerState::Proposing,
             (Status::Paused, _) => ProposerState::Paused,
             _ => ProposerState::Idle,
         };
+        let reason = match state {
+            ProposerState::Disabled => disabled.map(str::to_string),
+            ProposerState::Limited => limited.map(|max| {
+                format!("proposer.max_proposals = {max} proposer calls were made")
+            }),
+            _ => None,
+        };
         ProposerSnapshot {
             state,
-            reason: (state == ProposerState::Disabled)
-                .then(|| disabled.map(str::to_string))
-                .flatten(),
+            reason,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
             proposals: self.proposals,
             failures: self.failures,
             last_error: self.last_error.clone(),
@@ -137,6 +164,8 @@ pub enum ProposerState {
     Paused,
     /// No proposer key: traffic and rewards work, nothing is proposed.
     Disabled,
+    /// The session used up `proposer.max_proposals`.
+    Limited,
     Finished,
 }
 
@@ -147,6 +176,7 @@ impl ProposerState {
             ProposerState::Proposing => "proposing",
             ProposerState::Paused => "paused",
             ProposerState::Disabled => "disabled",
+            ProposerState::Limited => "limited",
             ProposerState::Finished => "finished",
         }
     }
@@ -156,8 +186,10 @@ impl ProposerState {
 #[derive(Debug, Clone)]
 pub struct ProposerSnapshot {
     pub state: ProposerState,
-    /// Why it is disabled, when it is.
+    /// Why it is disabled or limited, when it is.
     pub reason: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
     pub proposals: u64,
     pub failures: u64,
     pub last_error: Option<String>,
@@ -275,6 +307,7 @@ impl OptimizerState {
             None => self.reflect_job(&active, &ids, &front, cfg.minibatch_size, rng)?,
         };
         self.status.in_flight = true;
+        self.status.calls += 1;
         Some(ProposalJob {
             model: model.to_string(),
             kind,
@@ -365,6 +398,19 @@ impl OptimizerState {
     /// After a restart: the proposals accepted before it (proposer failures are not kept).
     pub fn restored(&mut self, proposals: u64) {
         self.status.proposals = proposals;
+        // The calls that failed or were rejected before the restart are not kept.
+        self.status.calls = proposals;
+    }
+
+    /// Whether the session has used up `proposer.max_proposals` (`None`: unlimited).
+    pub fn exhausted(&self, max_proposals: Option<u64>) -> bool {
+        max_proposals.is_some_and(|max| self.status.calls >= max)
+    }
+
+    /// Adds the tokens a proposer reply reported.
+    pub fn used(&mut self, usage: Usage) {
+        self.status.prompt_tokens += usage.prompt_tokens;
+        self.status.completion_tokens += usage.completion_tokens;
     }
 
     /// Notes the session's current best candidate; a change resets the stagnation count.
@@ -563,6 +609,7 @@ mod tests {
             merge: true,
             max_instruction_bytes: 8192,
             review: Review::Auto,
+            max_proposals: None,
             disabled_reason: None,
         }
     }
@@ -792,11 +839,11 @@ mod tests {
     #[test]
     fn proposer_state() {
         let s = ProposerStatus::default();
-        let state = |status, disabled| s.snapshot(status, disabled).state.as_str();
+        let state = |status, disabled| s.snapshot(status, disabled, None).state.as_str();
         assert_eq!(state(Status::Started, None), "idle");
         assert_eq!(state(Status::Paused, None), "paused");
         assert_eq!(state(Status::Completed, None), "finished");
-        let d = s.snapshot(Status::Started, Some("no key"));
+        let d = s.snapshot(Status::Started, Some("no key"), None);
         assert_eq!(
             (d.state.as_str(), d.reason.as_deref()),
             ("disabled", Some("no key"))

@@ -1,7 +1,7 @@
 //! `gateway.proposer`: the model that proposes new prompts, where it is reached, and with
 //! which key.
 
-use super::validate::{env_var_name, parse_url, single_secret, usize_in_range, Env};
+use super::validate::{env_var_name, in_range, parse_url, single_secret, usize_in_range, Env};
 use super::{Problems, VarName};
 use crate::config::error::Problem;
 use crate::config::model::{ProposerConfig, UpstreamConfig};
@@ -53,6 +53,15 @@ pub(super) fn resolve(
         1024 * 1024,
     ));
     let review = p.take(raw.review.resolve("gateway.proposer.review"));
+    // 0 (the default) means no limit.
+    let limit = |key, value: Option<u64>| {
+        in_range(key, value.unwrap_or(0), 0, 1_000_000).map(|n| (n > 0).then_some(n))
+    };
+    let max_proposals = p.take(limit("gateway.proposer.max_proposals", raw.max_proposals));
+    let max_per_hour = p.take(limit(
+        "gateway.proposer.max_proposals_per_hour",
+        raw.max_proposals_per_hour,
+    ));
     let api_key = match own_key? {
         Some((var, key)) => {
             if key.is_none() {
@@ -77,6 +86,8 @@ pub(super) fn resolve(
         merge: raw.merge.unwrap_or(DEFAULT_MERGE),
         max_instruction_bytes: max_instruction_bytes?,
         review: review?.unwrap_or_default(),
+        max_proposals: max_proposals?,
+        max_proposals_per_hour: max_per_hour?,
     })
 }
 

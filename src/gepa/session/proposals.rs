@@ -13,6 +13,7 @@ use crate::gepa::events::detail;
 use crate::gepa::guard;
 use crate::gepa::optimizer::{self, ProposalJob};
 use crate::gepa::status::{ArchiveReason, CandidateStatus, Status};
+use crate::reply::Usage;
 
 impl Session {
     /// Whether the proposal trigger fires (see [`super::optimizer`]).
@@ -20,6 +21,7 @@ impl Session {
         st.status == Status::Started
             && self.env.optimizer.disabled_reason.is_none()
             && !self.awaits_review(st)
+            && !st.optimizer.exhausted(self.env.optimizer.max_proposals)
             // A pin holds traffic on one candidate: new proposals then only make sense
             // for an operator who reviews them.
             && (st.pinned.is_none() || self.env.optimizer.review == Review::Manual)
@@ -84,6 +86,7 @@ impl Session {
         &self,
         job: &ProposalJob,
         result: Result<String, String>,
+        usage: Option<Usage>,
     ) -> Option<String> {
         // Judged before taking the lock: the copy check reads every example's text.
         let judged = result.map(|text| {
@@ -96,6 +99,9 @@ impl Session {
             }
         });
         let mut st = self.state.lock();
+        if let Some(usage) = usage {
+            st.optimizer.used(usage);
+        }
         match judged {
             Ok(Ok(instruction)) => self.add_proposal(&mut st, job, instruction),
             Ok(Err(reason)) => {

@@ -51,6 +51,8 @@ pub struct SessionMetrics {
     pub candidates: Vec<CandidateMetrics>,
     pub proposals: u64,
     pub failures: u64,
+    /// `(prompt, completion)` tokens the proposer model reported.
+    pub proposer_tokens: (u64, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -74,10 +76,11 @@ impl Session {
             summary: self.summary_with(&st),
             candidates: st.candidates.clone(),
             settings: self.settings.clone(),
-            proposer: st
-                .optimizer
-                .status
-                .snapshot(st.status, self.env.optimizer.disabled_reason.as_deref()),
+            proposer: st.optimizer.status.snapshot(
+                st.status,
+                self.env.optimizer.disabled_reason.as_deref(),
+                self.env.optimizer.max_proposals,
+            ),
         }
     }
 
@@ -117,6 +120,7 @@ impl Session {
                 .collect(),
             proposals: st.optimizer.status.proposals(),
             failures: st.optimizer.status.failures(),
+            proposer_tokens: st.optimizer.status.tokens(),
         }
     }
 }

@@ -56,6 +56,7 @@ fn env_with(ttl: Duration, store: Arc<dyn StateStore>) -> SessionEnv {
             merge: true,
             max_instruction_bytes: 8192,
             review: crate::config::Review::Auto,
+            max_proposals: None,
             disabled_reason: None,
         },
         selector: CandidateSelector::new(5),
@@ -496,7 +497,7 @@ async fn proposals_only_while_started_and_at_the_threshold() {
                 s.take_proposal_job(Instant::now()).is_none(),
                 "one in flight"
             );
-            let dup = s.finish_proposal(&job, Ok("be helpful".into()));
+            let dup = s.finish_proposal(&job, Ok("be helpful".into()), None);
             assert!(
                 dup.is_none(),
                 "an exact duplicate of the baseline is rejected"
@@ -651,4 +652,25 @@ async fn a_pin_stops_proposals_in_auto_review() {
     assert!(s.take_proposal_job(Instant::now()).is_none());
     s.unpin().unwrap();
     assert!(due(&s));
+}
+
+#[tokio::test]
+async fn a_session_at_its_proposal_limit_proposes_no_more() {
+    let mut env = env_with(Duration::from_secs(60), Arc::new(MemoryStore::new()));
+    env.optimizer.max_proposals = Some(1);
+    let s = Sessions::new(10, env).create(new_session("be helpful")).unwrap();
+    let due = |s: &Session| s.proposal_due(&s.state.lock(), Instant::now());
+    for round in 0..2 {
+        for _ in 0..40 {
+            let t = ok_call(&s, None);
+            s.reward(reward(&t.rollout_id, 0.5)).await.unwrap();
+        }
+        if round == 0 {
+            let job = s.take_proposal_job(Instant::now()).expect("the first is due");
+            s.finish_proposal(&job, Ok(format!("proposal {round}")), None);
+        }
+    }
+    assert!(!due(&s), "one call made: the limit is reached");
+    assert!(s.take_proposal_job(Instant::now()).is_none());
+    assert_eq!(s.detail().proposer.state.as_str(), "limited");
 }
