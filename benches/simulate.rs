@@ -95,6 +95,9 @@ struct Args {
     /// Config gateway.gepa.warmup_rollouts (default: the gateway's, 5).
     #[arg(long)]
     warmup_rollouts: Option<u32>,
+    /// Config gateway.gepa.explore_share (default: the gateway's, 0.5).
+    #[arg(long)]
+    explore_share: Option<f64>,
     /// Seed whose time series and candidate tables are printed (default: the first).
     #[arg(long)]
     series_seed: Option<u64>,
@@ -359,6 +362,7 @@ async fn run_one(args: &Args, binary: &std::path::Path, seed: u64, policy: &str)
         upstream_url: mock.url(),
         allocation: policy,
         warmup_rollouts: args.warmup_rollouts,
+        explore_share: args.explore_share,
     })
     .await?;
     let result = drive(args, &gw, &mock, &task, seed, policy).await;
@@ -797,7 +801,8 @@ async fn run(args: Args) -> Res<()> {
     let _ = writeln!(
         out,
         "session: online_proposer_min_rollouts {}, online_proposer_max_candidates {}, \
-         online_prune_min_rollouts {}, warmup_rollouts {}, other settings default; {} \
+         online_prune_min_rollouts {}, warmup_rollouts {}, explore_share {}, other settings \
+         default; {} \
          rollouts per run, sequential{}",
         args.min_rollouts,
         args.max_candidates,
@@ -805,6 +810,8 @@ async fn run(args: Args) -> Res<()> {
             .map_or("default (20)".into(), |n| n.to_string()),
         args.warmup_rollouts
             .map_or("default (5)".into(), |n| n.to_string()),
+        args.explore_share
+            .map_or("default (0.5)".into(), |s| s.to_string()),
         args.rollouts,
         if args.no_wait_backoff {
             ", not waiting out proposer back-offs"

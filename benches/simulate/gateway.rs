@@ -22,6 +22,8 @@ pub struct GatewaySpec<'a> {
     pub allocation: &'a str,
     /// `gateway.gepa.warmup_rollouts` (None: the gateway's default).
     pub warmup_rollouts: Option<u32>,
+    /// `gateway.gepa.explore_share` (None: the gateway's default).
+    pub explore_share: Option<f64>,
 }
 
 /// The session's `config_body.prompt_learning.gepa` settings.
@@ -72,10 +74,15 @@ gateway:
 {warmup}"#,
             upstream = spec.upstream_url,
             allocation = spec.allocation,
-            warmup = spec
-                .warmup_rollouts
-                .map(|w| format!("    warmup_rollouts: {w}\n"))
-                .unwrap_or_default(),
+            warmup = [
+                spec.warmup_rollouts
+                    .map(|w| format!("    warmup_rollouts: {w}\n")),
+                spec.explore_share
+                    .map(|s| format!("    explore_share: {s}\n")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<String>(),
         );
         let conf = dir.path().join("gateway.yaml");
         std::fs::write(&conf, yaml)?;

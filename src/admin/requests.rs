@@ -550,6 +550,7 @@ mod tests {
             online_prune_min_rollouts: 20,
             warmup_rollouts: 5,
             allocation: crate::config::Allocation::Thompson,
+            explore_share: 0.5,
         }
     }
 

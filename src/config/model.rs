@@ -37,6 +37,7 @@ pub(super) const DEFAULT_MAX_CANDIDATES: u64 = 8;
 pub(super) const DEFAULT_PRUNE_THRESHOLD: f64 = 0.0;
 pub(super) const DEFAULT_PRUNE_MIN_ROLLOUTS: u64 = 20;
 pub(super) const DEFAULT_WARMUP_ROLLOUTS: u64 = 5;
+pub(super) const DEFAULT_EXPLORE_SHARE: f64 = 0.5;
 pub(super) const DEFAULT_MAX_SESSIONS: u64 = 10_000;
 pub(super) const DEFAULT_CORRELATION_TTL_S: u64 = 86_400;
 pub(super) const DEFAULT_CAPTURE_MAX_BYTES: u64 = 16_384;
@@ -133,6 +134,8 @@ pub struct GepaDefaults {
     pub online_prune_min_rollouts: u32,
     /// Rollouts a new candidate is served first for, before the bandit takes over.
     pub warmup_rollouts: u32,
+    /// The most of a session's calls a warming-up candidate gets (0 to 1).
+    pub explore_share: f64,
     /// `thompson` (default) or `uniform`: how traffic is split among active candidates.
     pub allocation: Allocation,
 }
@@ -219,6 +222,7 @@ impl Default for GatewayConfig {
                 online_prune_threshold: DEFAULT_PRUNE_THRESHOLD,
                 online_prune_min_rollouts: DEFAULT_PRUNE_MIN_ROLLOUTS as u32,
                 warmup_rollouts: DEFAULT_WARMUP_ROLLOUTS as u32,
+                explore_share: DEFAULT_EXPLORE_SHARE,
                 allocation: Allocation::default(),
             },
             max_sessions: DEFAULT_MAX_SESSIONS as usize,

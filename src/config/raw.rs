@@ -134,6 +134,7 @@ pub(super) struct RawGepa {
     pub(super) online_proposer_min_rollouts: Option<u64>,
     pub(super) online_proposer_max_candidates: Option<u64>,
     pub(super) online_prune_threshold: Option<f64>,
+    pub(super) explore_share: Option<f64>,
     pub(super) online_prune_min_rollouts: Option<u64>,
     pub(super) warmup_rollouts: Option<u64>,
     #[serde(default)]

@@ -261,6 +261,8 @@ fn validation_errors_name_their_path() {
             "proposer: {minibatch_size: 33}",
             "gateway.proposer.minibatch_size",
         ),
+        ("gepa: {explore_share: 1.5}", "gateway.gepa.explore_share"),
+        ("gepa: {explore_share: -0.1}", "gateway.gepa.explore_share"),
         (
             "proposer: {max_instruction_bytes: 255}",
             "gateway.proposer.max_instruction_bytes",

@@ -109,10 +109,13 @@ fn session_env(config: &GatewayConfig, store: Arc<dyn StateStore>) -> SessionEnv
                     .to_string()
             }),
         },
-        selector: CandidateSelector::with_allocation(
-            config.gepa_defaults.warmup_rollouts,
-            config.gepa_defaults.allocation,
-        ),
+        selector: CandidateSelector {
+            explore_share: config.gepa_defaults.explore_share,
+            ..CandidateSelector::with_allocation(
+                config.gepa_defaults.warmup_rollouts,
+                config.gepa_defaults.allocation,
+            )
+        },
         proposer_wake: Arc::new(Notify::new()),
     }
 }

@@ -54,9 +54,23 @@ const PRIOR_WEIGHT: f64 = 2.0;
 const UNREWARDED_SD: f64 = 1.0;
 
 impl AllocationPolicy {
-    /// Returns the index into `arms` to serve. `arms` non-empty, else None. Deterministic
-    /// for a given RNG state. Consumes no randomness during warm-up or with a single arm.
+    /// Returns the index into `arms` to serve, warm-up first (rule 1 with no bound on its
+    /// share). `arms` non-empty, else None. Deterministic for a given RNG state. Consumes
+    /// no randomness during warm-up or with a single arm.
     pub fn choose<R: rand::Rng + ?Sized>(&self, arms: &[ArmStats], rng: &mut R) -> Option<usize> {
+        self.choose_exploring(arms, 1.0, rng)
+    }
+
+    /// As [`AllocationPolicy::choose`], but a warming-up arm gets at most the share
+    /// `explore` (0 to 1) of the calls: with probability `explore` the warm-up goes first,
+    /// else Thompson sampling among the warm arms. With no warm arm, warm-up goes first
+    /// whatever `explore`.
+    pub fn choose_exploring<R: rand::Rng + ?Sized>(
+        &self,
+        arms: &[ArmStats],
+        explore: f64,
+        rng: &mut R,
+    ) -> Option<usize> {
         if arms.len() <= 1 {
             return (!arms.is_empty()).then_some(0);
         }
@@ -70,17 +84,23 @@ impl AllocationPolicy {
             sum += arm.reward_sum;
             count += arm.rewards;
         }
+        let all_warming = arms.iter().all(|a| a.issued < self.min_rollouts);
         if let Some((i, _)) = warming {
-            return Some(i);
+            if all_warming || explore >= 1.0 || rng.gen::<f64>() < explore {
+                return Some(i);
+            }
         }
         let session_mean = if count > 0 && sum.is_finite() {
             sum / count as f64
         } else {
             0.0
         };
-        // Pass 2: one posterior draw per arm, highest wins.
+        // Pass 2: one posterior draw per warm arm, highest wins.
         let mut best: Option<(usize, f64)> = None;
         for (i, arm) in arms.iter().enumerate() {
+            if arm.issued < self.min_rollouts {
+                continue;
+            }
             let (mean, sd) = posterior(arm).unwrap_or((session_mean, UNREWARDED_SD));
             let draw = mean + sd * standard_normal(rng);
             let draw = if draw.is_nan() {
@@ -329,5 +349,24 @@ mod tests {
         assert!((var - 1.0).abs() < 0.02, "variance {var}");
         let beyond_2sd = draws.iter().filter(|d| d.abs() > 1.96).count() as f64 / n as f64;
         assert!((beyond_2sd - 0.05).abs() < 0.005, "tail {beyond_2sd}");
+    }
+
+    #[test]
+    fn a_warming_arm_gets_at_most_the_explore_share() {
+        let policy = AllocationPolicy { min_rollouts: 5 };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // A warm arm with rewards, and a new one still warming up.
+        let arms = [arm(50, &[0.6; 20]), arm(0, &[])];
+        for (explore, lo, hi) in [(0.2, 0.17, 0.23), (0.05, 0.035, 0.065), (0.0, 0.0, 0.0)] {
+            let n = 20_000;
+            let warming = (0..n)
+                .filter(|_| policy.choose_exploring(&arms, explore, &mut rng) == Some(1))
+                .count() as f64
+                / n as f64;
+            assert!((lo..=hi).contains(&warming), "explore {explore}: {warming}");
+        }
+        // With no warm arm, warm-up goes first whatever the share.
+        let all_new = [arm(0, &[]), arm(1, &[])];
+        assert_eq!(policy.choose_exploring(&all_new, 0.0, &mut rng), Some(0));
     }
 }

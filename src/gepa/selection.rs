@@ -20,6 +20,9 @@ pub struct CandidateSelector {
     pub policy: AllocationPolicy,
     /// `Uniform` ignores rewards: the baseline the simulator compares against.
     pub allocation: Allocation,
+    /// `gepa.explore_share`: the most of a session's calls a warming-up candidate gets
+    /// (1: all of them until it is warm, as before the bound existed).
+    pub explore_share: f64,
 }
 
 impl CandidateSelector {
@@ -33,15 +36,19 @@ impl CandidateSelector {
                 min_rollouts: u64::from(warmup_rollouts),
             },
             allocation,
+            explore_share: 1.0,
         }
     }
 
-    /// Picks among `servable`; `None` only if it is empty.
+
+    /// Picks among `servable`, a warming-up candidate with at most `explore_share` of the
+    /// calls; `None` only if `servable` is empty.
     pub fn choose<'a, R: Rng + ?Sized>(
         &self,
         servable: &'a [Arc<Candidate>],
         rng: &mut R,
     ) -> Option<&'a Arc<Candidate>> {
+        let explore = self.explore_share;
         if servable.len() == 1 {
             return servable.first();
         }
@@ -62,11 +69,13 @@ impl CandidateSelector {
             for (slot, c) in stats.iter_mut().zip(servable) {
                 *slot = c.stats();
             }
-            let i = self.policy.choose(&stats[..servable.len()], rng)?;
+            let i = self
+                .policy
+                .choose_exploring(&stats[..servable.len()], explore, rng)?;
             return servable.get(i);
         }
         let arms: Vec<ArmStats> = servable.iter().map(|c| c.stats()).collect();
-        servable.get(self.policy.choose(&arms, rng)?)
+        servable.get(self.policy.choose_exploring(&arms, explore, rng)?)
     }
 }
 

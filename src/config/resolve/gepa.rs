@@ -5,8 +5,8 @@ use super::Problems;
 use crate::config::error::Problem;
 use crate::config::model::GepaDefaults;
 use crate::config::model::{
-    DEFAULT_MAX_CANDIDATES, DEFAULT_MIN_ROLLOUTS, DEFAULT_PRUNE_MIN_ROLLOUTS,
-    DEFAULT_PRUNE_THRESHOLD, DEFAULT_WARMUP_ROLLOUTS,
+    DEFAULT_EXPLORE_SHARE, DEFAULT_MAX_CANDIDATES, DEFAULT_MIN_ROLLOUTS,
+    DEFAULT_PRUNE_MIN_ROLLOUTS, DEFAULT_PRUNE_THRESHOLD, DEFAULT_WARMUP_ROLLOUTS,
 };
 use crate::config::raw::RawGepa;
 
@@ -42,6 +42,15 @@ pub(super) fn resolve(raw: RawGepa, p: &mut Problems) -> Option<GepaDefaults> {
         raw.warmup_rollouts.unwrap_or(DEFAULT_WARMUP_ROLLOUTS),
     ));
     let allocation = p.take(raw.allocation.resolve("gateway.gepa.allocation"));
+    let explore_share = raw.explore_share.unwrap_or(DEFAULT_EXPLORE_SHARE);
+    let explore_share = p.take(if (0.0..=1.0).contains(&explore_share) {
+        Ok(explore_share)
+    } else {
+        Err(Problem::new(
+            "gateway.gepa.explore_share",
+            "must be a number from 0 to 1",
+        ))
+    });
     Some(GepaDefaults {
         online_proposer_min_rollouts: min_rollouts?,
         online_proposer_max_candidates: max_candidates?,
@@ -49,5 +58,6 @@ pub(super) fn resolve(raw: RawGepa, p: &mut Problems) -> Option<GepaDefaults> {
         online_prune_min_rollouts: prune_min_rollouts?,
         warmup_rollouts: warmup_rollouts?,
         allocation: allocation?.unwrap_or_default(),
+        explore_share: explore_share?,
     })
 }
