@@ -36,6 +36,10 @@ use super::reflection::{choose_minibatch, merge_prompt, reflection_prompt, Refle
 use super::status::Status;
 use crate::rewrite::CapturedMessage;
 
+/// A candidate never rewarded is judged, for pool replacement, once it has served this
+/// many times `gepa.warmup_rollouts` rollouts.
+const UNREWARDED_JUDGED: u64 = 4;
+
 /// A session's candidate needs this many rewards before it can be named the best.
 /// Two lucky rewards must not crown a candidate.
 pub const MIN_REWARDS_FOR_BEST: u64 = 5;
@@ -507,8 +511,10 @@ pub fn weakest(candidates: &[Arc<Candidate>], warmup: u64) -> Option<Arc<Candida
         .copied()
         .filter(|c| protected.as_ref().is_none_or(|p| !Arc::ptr_eq(p, c)))
         .filter(|c| {
+            // Judged by its rewards; or, never rewarded, by having served long enough that
+            // its rollouts evidently cannot be rewarded (its shrunk mean is the session's).
             let st = c.stats();
-            st.issued >= warmup && st.rewards > 0
+            st.issued >= warmup && (st.rewards > 0 || st.issued >= UNREWARDED_JUDGED * warmup)
         })
         .min_by(by_shrunk)
         .cloned()
@@ -774,6 +780,20 @@ mod tests {
         // Candidates still warming up or unrewarded are never replaced, nor is the best.
         assert!(weakest(&[best.clone(), cand("fresh", &[])], 5).is_none());
         assert!(weakest(std::slice::from_ref(&best), 5).is_none());
+    }
+
+    #[test]
+    fn a_candidate_never_rewarded_is_replaceable_once_it_has_served_long_enough() {
+        let best = cand("best", &[]);
+        rewarded(&best, &[0.9, 1.0, 0.8, 0.9, 1.0, 0.9]);
+        let silent = cand("silent", &[]);
+        for _ in 0..19 {
+            silent.record_issued();
+        }
+        let pool = vec![best.clone(), silent.clone()];
+        assert!(weakest(&pool, 5).is_none(), "19 rollouts: not judged yet");
+        silent.record_issued();
+        assert_eq!(&*weakest(&pool, 5).unwrap().id, "silent");
     }
 
     #[test]
