@@ -436,6 +436,23 @@ async fn candidates_route(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A request to an operator route that must fail with `status` and `code`.
+async fn expect_error(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    status: u16,
+    code: &str,
+) {
+    let (got, e) = candidates_route(gw, method, path, body).await;
+    assert_eq!(
+        (got, e["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{path}: {e}"
+    );
+}
+
 /// The types of a session's events, in order.
 async fn event_types(gw: &Gateway, id: &str) -> Vec<String> {
     let (status, page) = candidates_route(gw, "GET", &format!("{id}/events?limit=500"), None).await;
@@ -496,17 +513,15 @@ async fn in_manual_review_a_proposal_is_never_served_before_an_operator_approves
     .await;
     assert_eq!((status, c["status"].clone()), (200, json!("active")), "{c}");
     call_until_served(&gw, &id, &pending).await;
-    let (status, e) = candidates_route(
+    expect_error(
         &gw,
         "POST",
         &format!("{id}/candidates/{pending}/approve"),
         None,
+        409,
+        "candidate_not_pending",
     )
     .await;
-    assert_eq!(
-        (status, e["error"]["code"].clone()),
-        (409, json!("candidate_not_pending"))
-    );
 
     // Archived by the operator, it stops serving, for good (after a crash too).
     let (status, c) = candidates_route(
@@ -533,17 +548,15 @@ async fn in_manual_review_a_proposal_is_never_served_before_an_operator_approves
         );
     }
     // The last active candidate cannot be archived: something must serve.
-    let (status, e) = candidates_route(
+    expect_error(
         &gw,
         "POST",
         &format!("{id}/candidates/baseline/archive"),
         None,
+        409,
+        "last_active_candidate",
     )
     .await;
-    assert_eq!(
-        (status, e["error"]["code"].clone()),
-        (409, json!("last_active_candidate"))
-    );
 
     // Every change is an event, numbered, and kept across the crashes above.
     assert_eq!(
@@ -620,13 +633,8 @@ async fn an_operator_adds_a_hand_written_candidate_and_bad_requests_change_nothi
         ),
         (json!(["not", "an", "object"]), 400, "invalid_body"),
     ] {
-        let (got, e) =
-            candidates_route(&gw, "POST", &format!("{id}/candidates"), Some(body.clone())).await;
-        assert_eq!(
-            (got, e["error"]["code"].clone()),
-            (status, json!(code)),
-            "{body}"
-        );
+        let path = format!("{id}/candidates");
+        expect_error(&gw, "POST", &path, Some(body), status, code).await;
     }
     for (path, status, code) in [
         (
@@ -641,24 +649,10 @@ async fn an_operator_adds_a_hand_written_candidate_and_bad_requests_change_nothi
         ),
         (format!("{id}/candidates?limit=0"), 400, "invalid_parameter"),
     ] {
-        let (got, e) = candidates_route(&gw, "GET", &path, None).await;
-        assert_eq!(
-            (got, e["error"]["code"].clone()),
-            (status, json!(code)),
-            "{path}"
-        );
+        expect_error(&gw, "GET", &path, None, status, code).await;
     }
-    let (got, e) = candidates_route(
-        &gw,
-        "POST",
-        &format!("{id}/candidates/cand_nope/approve"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (got, e["error"]["code"].clone()),
-        (404, json!("unknown_candidate"))
-    );
+    let path = format!("{id}/candidates/cand_nope/approve");
+    expect_error(&gw, "POST", &path, None, 404, "unknown_candidate").await;
     assert_eq!(
         gw.get_session(&id).await["candidates"],
         before,
@@ -705,17 +699,15 @@ async fn a_pin_holds_every_call_on_one_candidate_and_survives_a_crash() {
         }
     }
     assert_eq!(gw.get_session(&id).await["reward_count"], before + 1);
-    let (status, e) = candidates_route(
+    expect_error(
         &gw,
         "POST",
         &format!("{id}/candidates/baseline/archive"),
         None,
+        409,
+        "candidate_pinned",
     )
     .await;
-    assert_eq!(
-        (status, e["error"]["code"].clone()),
-        (409, json!("candidate_pinned"))
-    );
 
     // Rollback to an archived candidate: pinning it makes it active again.
     let (status, _) = candidates_route(
@@ -758,12 +750,15 @@ async fn a_pin_holds_every_call_on_one_candidate_and_survives_a_crash() {
     );
     gw.kill9_and_restart().await;
     assert!(gw.get_session(&id).await["pinned_candidate_id"].is_null());
-    let (status, e) =
-        candidates_route(&gw, "POST", &format!("{id}/candidates/cand_nope/pin"), None).await;
-    assert_eq!(
-        (status, e["error"]["code"].clone()),
-        (404, json!("unknown_candidate"))
-    );
+    expect_error(
+        &gw,
+        "POST",
+        &format!("{id}/candidates/cand_nope/pin"),
+        None,
+        404,
+        "unknown_candidate",
+    )
+    .await;
     assert_eq!(
         event_types(&gw, &id).await,
         [
