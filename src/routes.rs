@@ -21,6 +21,7 @@ pub enum Route<'a> {
     CreateSession,
     ListSessions,
     GetSession(&'a str),
+    DeleteSession(&'a str),
     Pause(&'a str),
     Resume(&'a str),
     Cancel(&'a str),
@@ -54,6 +55,7 @@ impl Route<'_> {
             Route::CreateSession => "create_session",
             Route::ListSessions => "list_sessions",
             Route::GetSession(_) => "get_session",
+            Route::DeleteSession(_) => "delete_session",
             Route::Pause(_) => "pause",
             Route::Resume(_) => "resume",
             Route::Cancel(_) => "cancel",
@@ -77,6 +79,7 @@ impl Route<'_> {
     pub fn session_id(&self) -> Option<&str> {
         match self {
             Route::GetSession(id)
+            | Route::DeleteSession(id)
             | Route::Pause(id)
             | Route::Resume(id)
             | Route::Cancel(id)
@@ -162,6 +165,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         // One path, two routes: the sessions collection, and a session's candidates.
         Some(Route::CreateSession) if method == Method::GET => Route::ListSessions,
         Some(Route::CreateCandidate(id)) if method == Method::GET => Route::ListCandidates(id),
+        Some(Route::GetSession(id)) if method == Method::DELETE => Route::DeleteSession(id),
         Some(r) => r,
     }
 }
@@ -202,7 +206,7 @@ fn match_session_path(rest: &str) -> (Option<Route<'_>>, &'static str) {
         return (None, "");
     }
     match action {
-        None => (Some(Route::GetSession(id)), "GET"),
+        None => (Some(Route::GetSession(id)), "GET, DELETE"),
         Some("pause") => (Some(Route::Pause(id)), "POST"),
         Some("resume") => (Some(Route::Resume(id)), "POST"),
         Some("cancel") => (Some(Route::Cancel(id)), "POST"),

@@ -482,6 +482,13 @@ async fn admin_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    let r = client
+        .delete(gw.url(&format!("{SESSIONS}/{id}")))
+        .bearer_auth("reward-only")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a reward token cannot delete a session");
     assert_eq!(gw.get_session(&id).await["status"], "started");
     // Ending the session is the admin's: a stop with the reward token is a 403 that changes
     // nothing, neither the status nor the reward the same request carries.
@@ -545,4 +552,83 @@ async fn without_an_admin_token_loopback_clients_are_admitted() {
         "the gateway warns at start-up:\n{}",
         gw.log()
     );
+}
+
+/// `DELETE /sessions/{id}` with the admin token: (status, body).
+async fn delete_session(gw: &Gateway, id: &str) -> (u16, Value) {
+    let url = gw.url(&format!("{SESSIONS}/{id}"));
+    let r = gw
+        .admin(reqwest::Client::new().delete(url))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_deleted_session_is_gone_everywhere_frees_its_slot_and_stays_gone_after_a_crash() {
+    let mock = MockUpstream::start().await;
+    let mut o = GatewayOptions::new(mock.url());
+    o.extra_gateway_yaml = "  sessions:\n    max_sessions: 1\n".into();
+    let mut gw = Gateway::start_with(o).await;
+    let id = gw.new_session("be brief").await;
+    let (_, rollout, _) = call(&gw, &gw.chat_url(&id)).await;
+    assert_eq!(gw.reward(&id, reward(&rollout, 1.0)).await.0, 200);
+    let r = gw
+        .admin(reqwest::Client::new().post(gw.url(SESSIONS)))
+        .json(
+            &json!({"config_body": {"prompt_learning": {"algorithm": "gepa",
+            "gepa": {"mode": "online"},
+            "initial_prompt": {"messages": [{"role": "system", "pattern": "x"}]}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "one session is the limit");
+
+    let (status, v) = delete_session(&gw, &id).await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"session_id": id, "deleted": true}))
+    );
+    let upstream_calls = mock.count();
+    for (status, what) in [
+        (
+            gw_get(&gw, &format!("{SESSIONS}/{id}")).await,
+            "GET session",
+        ),
+        (
+            post_chat(&gw.chat_url(&id), chat_body().to_string(), &[])
+                .await
+                .0,
+            "a proxied call",
+        ),
+        (gw.reward(&id, reward(&rollout, 1.0)).await.0, "a reward"),
+        (delete_session(&gw, &id).await.0, "deleting it again"),
+    ] {
+        assert_eq!(status, 404, "{what}");
+    }
+    assert_eq!(mock.count(), upstream_calls, "nothing reached the upstream");
+    assert!(gw.list_sessions("").await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Its slot is free, and it does not come back after a crash.
+    let other = gw.new_session("be brief").await;
+    gw.kill9_and_restart().await;
+    assert_eq!(gw_get(&gw, &format!("{SESSIONS}/{id}")).await, 404);
+    let items = gw.list_sessions("").await["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["session_id"], other.as_str());
+}
+
+/// The status of an admin GET.
+async fn gw_get(gw: &Gateway, path: &str) -> u16 {
+    let r = gw
+        .admin(reqwest::Client::new().get(gw.url(path)))
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
 }

@@ -22,7 +22,7 @@ use crate::gepa::{Session, Sessions, Transition};
 use crate::routes::{is_valid_correlation_id, PublicUrls, Route};
 use requests::{parse_create, parse_reward, warning};
 use views::{
-    to_json,
+    to_json, DeletedView,
     CreatedView, PromptUrlsView, RewardView, SessionDetailView, SessionPageView, SessionView,
 };
 
@@ -50,6 +50,15 @@ impl AdminApi {
             Route::GetSession(id) => {
                 let detail = self.session(id)?.detail();
                 to_json(&SessionDetailView::new(&detail, &self.urls))
+            }
+            Route::DeleteSession(id) => {
+                if !self.sessions.delete(id)? {
+                    return Err(ApiError::unknown_session(id));
+                }
+                to_json(&DeletedView {
+                    session_id: id,
+                    deleted: true,
+                })
             }
             Route::Pause(id) => self.transition(id, Transition::Pause),
             Route::Resume(id) => self.transition(id, Transition::Resume),

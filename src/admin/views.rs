@@ -232,6 +232,13 @@ impl<'a> RewardView<'a> {
     }
 }
 
+/// The answer to `DELETE /sessions/{id}`.
+#[derive(Serialize)]
+pub struct DeletedView<'a> {
+    pub session_id: &'a str,
+    pub deleted: bool,
+}
+
 /// The proxy URLs of a session, for one correlation id or none.
 #[derive(Serialize)]
 pub struct PromptUrlsView<'a> {

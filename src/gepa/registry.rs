@@ -75,6 +75,20 @@ impl Sessions {
         Ok(session)
     }
 
+    /// Deletes a session from the store, then from memory: from then on its id is unknown
+    /// everywhere, and its slot under `sessions.max_sessions` is free. `false`: no such
+    /// session. A call already running under it finishes; the record it writes behind
+    /// belongs to no session and is ignored at restore.
+    pub fn delete(&self, id: &str) -> Result<bool, GepaError> {
+        let Some(session) = self.get(id) else {
+            return Ok(false);
+        };
+        self.env.store.session_deleted(&session.id)?;
+        self.by_id.remove(id);
+        self.by_age.write().remove(&session.seq);
+        Ok(true)
+    }
+
     /// Puts back the sessions the durable store kept (at start-up, before serving).
     /// Returns how many were restored.
     pub fn restore(&self, sessions: Vec<SessionRecord>) -> usize {

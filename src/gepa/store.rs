@@ -158,6 +158,9 @@ pub trait StateStore: Send + Sync {
         status: CandidateStatus,
         reason: Option<ArchiveReason>,
     ) -> Result<(), StoreError>;
+    /// A session deleted by an operator, with everything the store keeps of it, before it
+    /// leaves memory.
+    fn session_deleted(&self, session_id: &str) -> Result<(), StoreError>;
     /// An event of the session, after the change it records. Committed like the change
     /// (events are rare); a failure is logged, the change stays.
     fn event_recorded(&self, session_id: &str, event: &Event);

@@ -57,6 +57,9 @@ impl StateStore for MemoryStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+    fn session_deleted(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn event_recorded(&self, _: &str, _: &Event) {}
     fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
         Ok(())

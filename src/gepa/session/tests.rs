@@ -324,6 +324,9 @@ impl StateStore for BrokenStore {
     ) -> Result<(), StoreError> {
         Err(StoreError("disk full".into()))
     }
+    fn session_deleted(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn event_recorded(&self, _: &str, _: &crate::gepa::events::Event) {}
     fn pin_changed(&self, _: &str, _: Option<&str>) -> Result<(), StoreError> {
         Ok(())
@@ -367,6 +370,9 @@ impl StateStore for GatedStore {
         _: CandidateStatus,
         _: Option<ArchiveReason>,
     ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn session_deleted(&self, _: &str) -> Result<(), StoreError> {
         Ok(())
     }
     fn event_recorded(&self, _: &str, _: &crate::gepa::events::Event) {}

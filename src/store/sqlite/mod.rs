@@ -376,6 +376,19 @@ impl StateStore for SqliteStore {
         )
     }
 
+    fn session_deleted(&self, session_id: &str) -> Result<(), StoreError> {
+        let statements = [
+            "DELETE FROM rewards WHERE session_id = ?1",
+            "DELETE FROM rollouts WHERE session_id = ?1",
+            "DELETE FROM candidates WHERE session_id = ?1",
+            "DELETE FROM events WHERE session_id = ?1",
+            "DELETE FROM sessions WHERE id = ?1",
+        ]
+        .map(|sql| (sql, vec![text(session_id)]))
+        .into();
+        self.commit_blocking("deleting a session", statements)
+    }
+
     fn event_recorded(&self, session_id: &str, event: &Event) {
         let detail = Value::Object(event.detail.clone()).to_string();
         let statements = vec![(
