@@ -44,6 +44,13 @@ const HOP_BY_HOP: [&str; 10] = [
     "host",
 ];
 
+/// Request headers that belong to the client's API key: the key itself, and the OpenAI
+/// organization and project it is scoped to. When the gateway sends its own key they
+/// are dropped, so a client can neither see its key forwarded nor bill the gateway's key
+/// to an organization or project of its choosing (with another key, OpenAI answers such
+/// a mismatch with an error anyway).
+const CLIENT_KEY_SCOPE: [&str; 3] = ["authorization", "openai-organization", "openai-project"];
+
 pub struct Upstream {
     pub config: UpstreamConfig,
     /// HTTP/1.1 only: the exchange writes the request on the connection's stream itself.
@@ -121,7 +128,8 @@ impl Upstream {
 
     /// The upstream request for one proxied call: the client's method, query string and
     /// headers (minus hop-by-hop ones), our path, Host and Content-Length, and the
-    /// configured key in place of the client's Authorization when there is one.
+    /// configured key in place of the client's Authorization (and the organization and
+    /// project that go with it) when there is one.
     ///
     /// It is serialized straight to HTTP/1.1 bytes rather than built as a Pingora
     /// `RequestHeader`: every header inserted there is parsed again and kept twice (value
@@ -140,7 +148,7 @@ impl Upstream {
             if HOP_BY_HOP.contains(&n) || n == "content-length" {
                 continue;
             }
-            if n == "authorization" && self.authorization.is_some() {
+            if self.authorization.is_some() && CLIENT_KEY_SCOPE.contains(&n) {
                 continue;
             }
             req.header(n, value.as_bytes());
@@ -429,6 +437,8 @@ mod tests {
             ("Expect", "100-continue"),
             ("Proxy-Authorization", "Basic eDp5"),
             ("Authorization", "Bearer client-key"),
+            ("OpenAI-Organization", "org-client"),
+            ("OpenAI-Project", "proj_client"),
             ("Content-Type", "application/json"),
             ("X-Trace", "a"),
             ("X-Trace", "b"),
@@ -446,6 +456,8 @@ mod tests {
             .unwrap();
         let expected = "POST /v1/chat/completions?api-version=2&x=1 HTTP/1.1\r\n\
                         authorization: Bearer client-key\r\n\
+                        openai-organization: org-client\r\n\
+                        openai-project: proj_client\r\n\
                         content-type: application/json\r\n\
                         x-trace: a\r\n\
                         x-trace: b\r\n\
@@ -457,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn the_configured_key_replaces_the_clients() {
+    fn the_configured_key_replaces_the_clients_and_its_organization_and_project() {
         let req = upstream(Some("sk-upstream"))
             .build_request(&client_request(), Bytes::new())
             .unwrap();
@@ -466,7 +478,10 @@ mod tests {
             head.ends_with("authorization: Bearer sk-upstream\r\n\r\n"),
             "{head}"
         );
-        assert!(!head.contains("client-key"), "{head}");
+        for client_scoped in ["client-key", "openai-organization", "openai-project"] {
+            assert!(!head.contains(client_scoped), "{head}");
+        }
+        assert!(head.contains("content-type: application/json"), "{head}");
     }
 
     #[test]

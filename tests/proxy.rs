@@ -107,7 +107,11 @@ async fn forwards_authorization_query_and_v1_and_correlation_forms() {
         let (status, headers, _) = post_chat(
             &gw.url(&path),
             chat_body().to_string(),
-            &[("authorization", "Bearer sk-client")],
+            &[
+                ("authorization", "Bearer sk-client"),
+                ("openai-organization", "org-client"),
+                ("openai-project", "proj_client"),
+            ],
         )
         .await;
         assert_eq!(status, 200, "{path}");
@@ -118,6 +122,9 @@ async fn forwards_authorization_query_and_v1_and_correlation_forms() {
             "/v1/chat/completions?api-version=2024-06-01"
         );
         assert_eq!(up.header("authorization"), Some("Bearer sk-client"));
+        // The client's own key goes with its own organization and project.
+        assert_eq!(up.header("openai-organization"), Some("org-client"));
+        assert_eq!(up.header("openai-project"), Some("proj_client"));
     }
 }
 
@@ -145,14 +152,19 @@ async fn upstream_key_replaces_client_key_and_client_keys_are_required() {
     let (status, _, _) = post_chat(
         &gw.chat_url(id),
         chat_body().to_string(),
-        &[("authorization", "Bearer ck-two")],
+        &[
+            ("authorization", "Bearer ck-two"),
+            ("openai-organization", "org-client"),
+            ("openai-project", "proj_client"),
+        ],
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        mock.last().header("authorization"),
-        Some("Bearer sk-gateway-secret")
-    );
+    let up = mock.last();
+    assert_eq!(up.header("authorization"), Some("Bearer sk-gateway-secret"));
+    // The client's organization and project do not go with the gateway's key.
+    assert_eq!(up.header("openai-organization"), None);
+    assert_eq!(up.header("openai-project"), None);
     // Access-log lines are written out every few milliseconds: wait for this call's.
     for _ in 0..200 {
         if gw
