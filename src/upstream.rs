@@ -243,9 +243,15 @@ impl RequestWriter {
 }
 
 impl Upstream {
-    /// Connects (pooled) and sends the request, reading the response header. A pooled
-    /// connection that the upstream closed while idle fails on first use; that one case
-    /// is retried once on a fresh connection.
+    /// Connects (pooled) and sends the request, reading the response header.
+    ///
+    /// At most one complete request goes upstream per call: a request that was written
+    /// whole is never sent again, whatever happens next, since the upstream may have
+    /// read it and started (and billed) the generation. Only a pooled connection that
+    /// fails while the request is being written, so that the upstream never got all of
+    /// it, is retried once on a fresh connection. (A pooled connection the upstream
+    /// closed while idle is usually caught before use: Pingora's pool reads it once,
+    /// without waiting, and drops it on EOF.)
     pub async fn send(
         &self,
         req: &UpstreamRequest,
@@ -257,8 +263,12 @@ impl Upstream {
             let (up, reused) = self.connection(&peer).await?;
             match self.exchange_header(up, &peer, req).await {
                 Ok(up) => return Ok((up, peer)),
-                Err(e) if reused && attempt == 1 && is_stale_connection(&e) => continue,
-                Err(e) => return Err(upstream_error(&e)),
+                Err(Exchange::NotWritten(e)) if reused && attempt == 1 && is_broken(&e) => {
+                    continue
+                }
+                Err(Exchange::NotWritten(e) | Exchange::Written(e)) => {
+                    return Err(upstream_error(&e))
+                }
             }
         }
     }
@@ -302,13 +312,17 @@ impl Upstream {
         up: Http1Session,
         peer: &HttpPeer,
         req: &UpstreamRequest,
-    ) -> pingora_error::Result<UpstreamSession> {
+    ) -> Result<UpstreamSession, Exchange> {
         let mut stream = up.into_inner();
-        write_request(&mut stream, req, self.config.write_timeout).await?;
+        write_request(&mut stream, req, self.config.write_timeout)
+            .await
+            .map_err(Exchange::NotWritten)?;
         let mut up = UpstreamSession::H1(Http1Session::new_with_options(stream, peer));
         up.set_read_timeout(Some(self.config.read_timeout));
         up.set_write_timeout(Some(self.config.write_timeout));
-        up.read_response_header().await?;
+        up.read_response_header()
+            .await
+            .map_err(Exchange::Written)?;
         Ok(up)
     }
 
@@ -348,11 +362,21 @@ impl Upstream {
     }
 }
 
-fn is_stale_connection(e: &Error) -> bool {
+/// The connection broke (reset or closed). A write that timed out is not retried: a slow
+/// upstream is not helped by a second connection.
+fn is_broken(e: &Error) -> bool {
     matches!(
         e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+        ErrorType::ConnectionClosed | ErrorType::WriteError
     )
+}
+
+/// How an exchange failed: before or after the whole request was written.
+enum Exchange {
+    /// The request was not completely written: the upstream cannot have acted on it.
+    NotWritten(Box<Error>),
+    /// The request was written whole: the upstream may have acted on it.
+    Written(Box<Error>),
 }
 
 /// Bodies up to this size are copied behind the header and sent in the same write;

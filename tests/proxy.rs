@@ -566,19 +566,36 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     assert_eq!(up.json()["messages"][0]["content"], "x");
 }
 
-/// An upstream that answers the first request on each connection (keeping it alive) and
-/// closes the connection when a second request arrives on it, the way a server drops a
-/// kept-alive connection it has timed out. Returns its address and, per connection
-/// accepted, how many requests it read.
-async fn upstream_closing_reused_connections() -> (
+/// What `upstream_ending_connections` does to each connection.
+#[derive(Clone, Copy, PartialEq)]
+enum ConnectionEnd {
+    /// Answer the first request (keeping the connection alive); on a second one, read it
+    /// whole, then close the connection without answering.
+    CloseOnSecondRequest,
+    /// The same, but reset (RST) the connection after reading the second request.
+    ResetOnSecondRequest,
+    /// Answer the first request, then close the connection at once, the way a server
+    /// drops a kept-alive connection it has timed out.
+    CloseAfterAnswer,
+}
+
+/// An upstream whose connections end as `end` says. Returns its address and, per
+/// connection accepted, how many whole requests it read, and how many connections it has
+/// ended.
+async fn upstream_ending_connections(
+    end: ConnectionEnd,
+) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let per_connection = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = per_connection.clone();
+    let ended = std::sync::Arc::new(AtomicUsize::new(0));
+    let (seen, ends) = (per_connection.clone(), ended.clone());
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             let index = {
@@ -586,7 +603,7 @@ async fn upstream_closing_reused_connections() -> (
                 seen.push(0);
                 seen.len() - 1
             };
-            let seen = seen.clone();
+            let (seen, ends) = (seen.clone(), ends.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -620,7 +637,14 @@ async fn upstream_closing_reused_connections() -> (
                         seen[index]
                     };
                     if served > 1 {
-                        return; // drop the connection without answering
+                        if end == ConnectionEnd::ResetOnSecondRequest {
+                            // A zero linger makes the close below send RST.
+                            #[allow(deprecated)]
+                            conn.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+                        }
+                        drop(conn);
+                        ends.fetch_add(1, Ordering::SeqCst);
+                        return;
                     }
                     let body = completion_json(MOCK_REPLY).to_string();
                     let response = format!(
@@ -630,33 +654,73 @@ async fn upstream_closing_reused_connections() -> (
                     if conn.write_all(response.as_bytes()).await.is_err() {
                         return;
                     }
+                    if end == ConnectionEnd::CloseAfterAnswer {
+                        drop(conn);
+                        ends.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
                 }
             });
         }
     });
-    (addr, per_connection)
+    (addr, per_connection, ended)
 }
 
-#[tokio::test]
-async fn a_pooled_connection_the_upstream_dropped_is_retried_once_on_a_fresh_one() {
-    let (addr, per_connection) = upstream_closing_reused_connections().await;
-    let gw = Gateway::start_with(GatewayOptions::new(format!("http://{addr}/v1"))).await;
-    let id = gw.new_session("x").await;
-    for call in 1..=3 {
-        let (status, h, body) =
-            post_chat(&gw.chat_url(id.as_str()), chat_body().to_string(), &[]).await;
-        assert_eq!(
-            status,
-            200,
-            "call {call}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        assert_gepa_headers(&h, &id);
+/// Makes a chat call through the gateway to `id` and checks its status, its x-gepa
+/// headers and, for a 200, the reply.
+async fn call_expecting(gw: &Gateway, id: &str, status: u16, what: &str) {
+    let (got, h, body) = post_chat(&gw.chat_url(id), chat_body().to_string(), &[]).await;
+    assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&body));
+    assert_gepa_headers(&h, id);
+    if status == 200 {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], MOCK_REPLY);
     }
-    // Calls 2 and 3 each found the previous call's pooled connection, which the upstream
-    // dropped on their request, and went out again on a new connection.
-    assert_eq!(*per_connection.lock().unwrap(), vec![2, 2, 1]);
-    assert_eq!(gw.get_session(&id).await["rollout_count"], 3);
+}
+
+#[tokio::test]
+async fn a_request_the_upstream_read_is_never_sent_twice_even_on_a_reused_connection() {
+    for end in [
+        ConnectionEnd::CloseOnSecondRequest,
+        ConnectionEnd::ResetOnSecondRequest,
+    ] {
+        let (addr, per_connection, _) = upstream_ending_connections(end).await;
+        let gw = Gateway::start_with(GatewayOptions::new(format!("http://{addr}/v1"))).await;
+        let id = gw.new_session("x").await;
+        call_expecting(&gw, &id, 200, "the first call").await;
+        // The second call goes out on the pooled connection; the upstream reads it whole
+        // and ends the connection. It may have started the generation: no second request.
+        call_expecting(&gw, &id, 502, "the call the upstream dropped").await;
+        assert_eq!(
+            *per_connection.lock().unwrap(),
+            vec![2],
+            "one request, no resend"
+        );
+        // The broken connection is not pooled again: the next call opens a new one.
+        call_expecting(&gw, &id, 200, "the next call").await;
+        assert_eq!(*per_connection.lock().unwrap(), vec![2, 1]);
+        assert_eq!(
+            gw.get_session(&id).await["rollout_count"],
+            3,
+            "nothing lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_while_idle_is_not_used() {
+    use std::sync::atomic::Ordering;
+    let (addr, per_connection, ended) =
+        upstream_ending_connections(ConnectionEnd::CloseAfterAnswer).await;
+    let gw = Gateway::start_with(GatewayOptions::new(format!("http://{addr}/v1"))).await;
+    let id = gw.new_session("x").await;
+    for call in 1..=3 {
+        call_expecting(&gw, &id, 200, &format!("call {call}")).await;
+        // Wait until the upstream has closed this call's connection before the next.
+        while ended.load(Ordering::SeqCst) < call {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Each call found the previous connection closed and opened a new one.
+    assert_eq!(*per_connection.lock().unwrap(), vec![1, 1, 1]);
 }
