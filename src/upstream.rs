@@ -362,13 +362,11 @@ impl Upstream {
     }
 }
 
-/// The connection broke (reset or closed). A write that timed out is not retried: a slow
-/// upstream is not helped by a second connection.
+/// The write broke (the connection was reset or closed): `write_request` fails with
+/// `WriteError` for that and `WriteTimedout` for a timeout, which is not retried, since a
+/// slow upstream is not helped by a second connection.
 fn is_broken(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::WriteError
-    )
+    e.etype() == &ErrorType::WriteError
 }
 
 /// How an exchange failed: before or after the whole request was written.
