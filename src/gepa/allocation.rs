@@ -180,6 +180,32 @@ mod tests {
         stats.reward_sum_sq += reward * reward;
     }
 
+    /// Serves `rounds` calls to a Bernoulli bandit: each call goes to the arm `policy`
+    /// chooses, which earns 1 with probability `rates[arm]`, else 0. `on_call(round, arm)`
+    /// sees each choice.
+    fn play(
+        policy: &AllocationPolicy,
+        arms: &mut [ArmStats],
+        rates: &[f64],
+        rng: &mut StdRng,
+        rounds: usize,
+        mut on_call: impl FnMut(usize, usize),
+    ) {
+        for round in 0..rounds {
+            let Some(i) = policy.choose(arms, rng) else {
+                panic!("no arm chosen");
+            };
+            arms[i].issued += 1;
+            let reward = if rng.gen::<f64>() < rates[i] {
+                1.0
+            } else {
+                0.0
+            };
+            record(&mut arms[i], reward);
+            on_call(round, i);
+        }
+    }
+
     #[test]
     fn empty_is_none_and_one_arm_is_zero() {
         let policy = AllocationPolicy { min_rollouts: 5 };
@@ -221,22 +247,12 @@ mod tests {
         let mut arms = [arm(0, &[]); 3];
         let mut total = [0u32; 3];
         let mut last = [0u32; 3];
-        for round in 0..3_000 {
-            let Some(i) = policy.choose(&arms, &mut rng) else {
-                panic!("no arm chosen");
-            };
-            arms[i].issued += 1;
-            let reward = if rng.gen::<f64>() < rates[i] {
-                1.0
-            } else {
-                0.0
-            };
-            record(&mut arms[i], reward);
+        play(&policy, &mut arms, &rates, &mut rng, 3_000, |round, i| {
             total[i] += 1;
             if round >= 2_000 {
                 last[i] += 1;
             }
-        }
+        });
         println!("convergence: all 3000 rounds {total:?}, last 1000 {last:?}");
         assert!(last[2] > 800, "last 1000: {last:?}");
         assert!(total.iter().all(|&t| t >= 10), "total: {total:?}");
@@ -286,21 +302,11 @@ mod tests {
             .collect();
         let mut arms = [arm(3, &[1.0; 3]), arm(100, &solid)];
         let mut late_solid = 0;
-        for round in 0..2_000 {
-            let Some(i) = policy.choose(&arms, &mut rng) else {
-                panic!("no arm chosen");
-            };
-            arms[i].issued += 1;
-            let reward = if rng.gen::<f64>() < rates[i] {
-                1.0
-            } else {
-                0.0
-            };
-            record(&mut arms[i], reward);
+        play(&policy, &mut arms, &rates, &mut rng, 2_000, |round, i| {
             if round >= 1_500 && i == 1 {
                 late_solid += 1;
             }
-        }
+        });
         println!(
             "lucky arm: issued {:?}, solid share of last 500 {late_solid}",
             arms.map(|a| a.issued)
