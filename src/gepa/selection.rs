@@ -84,6 +84,19 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// Candidates `c0`, `c1`, … with instructions `i0`, `i1`, …
+    fn numbered_candidates(n: usize) -> Vec<Arc<Candidate>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(Candidate::new(
+                    format!("c{i}").into(),
+                    format!("i{i}").into(),
+                    vec![],
+                ))
+            })
+            .collect()
+    }
+
     #[test]
     fn single_candidate_always_chosen_and_empty_is_none() {
         let c = Arc::new(Candidate::baseline("be brief".into()));
@@ -100,15 +113,7 @@ mod tests {
 
     #[test]
     fn uniform_allocation_splits_evenly() {
-        let cs: Vec<Arc<Candidate>> = (0..2)
-            .map(|i| {
-                Arc::new(Candidate::new(
-                    format!("c{i}").into(),
-                    format!("i{i}").into(),
-                    vec![],
-                ))
-            })
-            .collect();
+        let cs = numbered_candidates(2);
         cs[0].record_issued_for_test(1.0);
         let sel = CandidateSelector::with_allocation(5, Allocation::Uniform);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -138,15 +143,7 @@ mod tests {
     #[test]
     fn converges_to_the_best_of_three_fixed_candidates() {
         let rates = [0.2, 0.5, 0.8];
-        let cs: Vec<Arc<Candidate>> = (0..3)
-            .map(|i| {
-                Arc::new(Candidate::new(
-                    format!("c{i}").into(),
-                    format!("i{i}").into(),
-                    vec![],
-                ))
-            })
-            .collect();
+        let cs = numbered_candidates(3);
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let sel = CandidateSelector::new(5);
         let mut last = [0u32; 3];
